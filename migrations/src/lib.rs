@@ -1,0 +1,16 @@
+//! Schema migrations for data-api. They run on SQLite and PostgreSQL alike; the service applies
+//! pending ones at start-up (unless turned off) and `data-api migrate` runs them on their own.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_create_data_items;
+
+/// The ordered list of every migration the service knows.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261127_000001_create_data_items::Migration)]
+    }
+}

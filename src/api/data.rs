@@ -1,0 +1,265 @@
+//! The `/data` operations. Handlers parse, call the store, and map the outcome; item bodies are
+//! the store's pre-serialized bytes, so a cache hit serializes nothing.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use poem_openapi::{
+    ApiResponse, OpenApi,
+    param::{Header, Path, Query},
+    payload::{Binary, Json},
+};
+
+use super::{
+    ApiTags, conditional,
+    models::{ItemDoc, ItemInput, ItemPageDoc, ItemPatch},
+};
+use crate::error::{AppError, Problem};
+use crate::store::{Store, WriteOutcome, cache::CachedItem};
+
+/// Largest page `GET /data` returns.
+pub const MAX_PAGE: u64 = 500;
+
+/// The `/data` resource.
+pub struct DataApi {
+    pub store: Store,
+    pub cache_control: String,
+}
+
+#[derive(ApiResponse)]
+pub enum CreateResponse {
+    /// Created; `Location` names the new item.
+    #[oai(status = 201, actual_type = "Json<ItemDoc>")]
+    Created(
+        Binary<Bytes>,
+        #[oai(header = "Location")] String,
+        #[oai(header = "ETag")] String,
+    ),
+}
+
+#[derive(ApiResponse)]
+pub enum GetResponse {
+    /// The item.
+    #[oai(status = 200, actual_type = "Json<ItemDoc>")]
+    Ok(
+        Binary<Bytes>,
+        #[oai(header = "ETag")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+    /// The item still matches the `If-None-Match` ETag.
+    #[oai(status = 304)]
+    NotModified(
+        #[oai(header = "ETag")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+    /// No item has this id.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+pub enum WriteResponse {
+    /// The item as stored now, with its new version.
+    #[oai(status = 200, actual_type = "Json<ItemDoc>")]
+    Ok(Binary<Bytes>, #[oai(header = "ETag")] String),
+    /// No item has this id.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// `If-Match` does not match the item's current ETag; nothing was changed.
+    #[oai(status = 412, content_type = "application/problem+json")]
+    PreconditionFailed(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+pub enum DeleteResponse {
+    /// Deleted.
+    #[oai(status = 204)]
+    Deleted,
+    /// No item has this id.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// `If-Match` does not match the item's current ETag; nothing was deleted.
+    #[oai(status = 412, content_type = "application/problem+json")]
+    PreconditionFailed(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+pub enum ListResponse {
+    /// A page of items.
+    #[oai(status = 200, actual_type = "Json<ItemPageDoc>")]
+    Ok(Binary<Bytes>),
+}
+
+#[OpenApi(tag = "ApiTags::Data")]
+impl DataApi {
+    /// Create an item
+    ///
+    /// Stores a new item at version 1 and answers it with its id, `Location` and `ETag`.
+    #[oai(path = "/data", method = "post", operation_id = "create_item")]
+    async fn create(&self, body: Json<ItemInput>) -> Result<CreateResponse, AppError> {
+        let item = self.store.create(body.0.into_new()?).await?;
+        let location = format!("/data/{}", item.id);
+        Ok(CreateResponse::Created(
+            Binary(item.body.clone()),
+            location,
+            item.etag.clone(),
+        ))
+    }
+
+    /// Get an item
+    ///
+    /// Answers `304 Not Modified` when `If-None-Match` holds the current ETag.
+    #[oai(path = "/data/:id", method = "get", operation_id = "get_item")]
+    async fn get(
+        &self,
+        /// The item's id.
+        #[oai(validator(minimum(value = "1")))]
+        id: Path<i64>,
+        /// ETags the client already has; a match answers 304.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+    ) -> Result<GetResponse, AppError> {
+        let Some(item) = self.store.get(id.0).await? else {
+            return Ok(GetResponse::NotFound(not_found(id.0)));
+        };
+        if conditional::none_match(if_none_match.0.as_deref(), &item.etag) {
+            return Ok(GetResponse::NotModified(
+                item.etag.clone(),
+                self.cache_control.clone(),
+            ));
+        }
+        Ok(GetResponse::Ok(
+            Binary(item.body.clone()),
+            item.etag.clone(),
+            self.cache_control.clone(),
+        ))
+    }
+
+    /// Replace an item
+    ///
+    /// Sets every field (an omitted optional field is cleared) and bumps the version. With
+    /// `If-Match`, only if the item's ETag matches.
+    #[oai(path = "/data/:id", method = "put", operation_id = "replace_item")]
+    async fn replace(
+        &self,
+        /// The item's id.
+        #[oai(validator(minimum(value = "1")))]
+        id: Path<i64>,
+        /// Replace only if the item's current ETag is one of these (or `*`: if it exists).
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+        body: Json<ItemInput>,
+    ) -> Result<WriteResponse, AppError> {
+        let new = body.0.into_new()?;
+        let changes = crate::store::Changes {
+            name: Some(new.name),
+            description: Some(new.description),
+            payload: Some(new.payload),
+        };
+        let pre = conditional::if_match(if_match.0.as_deref());
+        Ok(write_response(
+            id.0,
+            self.store.update(id.0, changes, pre).await?,
+        ))
+    }
+
+    /// Update some fields of an item
+    ///
+    /// A JSON merge patch of the top-level fields (`application/json` or
+    /// `application/merge-patch+json`); bumps the version. With `If-Match`, only if it matches.
+    #[oai(path = "/data/:id", method = "patch", operation_id = "update_item")]
+    async fn patch(
+        &self,
+        /// The item's id.
+        #[oai(validator(minimum(value = "1")))]
+        id: Path<i64>,
+        /// Update only if the item's current ETag is one of these (or `*`: if it exists).
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+        body: Json<ItemPatch>,
+    ) -> Result<WriteResponse, AppError> {
+        let changes = body.0.into_changes()?;
+        let pre = conditional::if_match(if_match.0.as_deref());
+        Ok(write_response(
+            id.0,
+            self.store.update(id.0, changes, pre).await?,
+        ))
+    }
+
+    /// Delete an item
+    ///
+    /// With `If-Match`, only if the item's ETag matches.
+    #[oai(path = "/data/:id", method = "delete", operation_id = "delete_item")]
+    async fn delete(
+        &self,
+        /// The item's id.
+        #[oai(validator(minimum(value = "1")))]
+        id: Path<i64>,
+        /// Delete only if the item's current ETag is one of these (or `*`: if it exists).
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+    ) -> Result<DeleteResponse, AppError> {
+        let pre = conditional::if_match(if_match.0.as_deref());
+        Ok(match self.store.delete(id.0, pre).await? {
+            WriteOutcome::Done(()) => DeleteResponse::Deleted,
+            WriteOutcome::NotFound => DeleteResponse::NotFound(not_found(id.0)),
+            WriteOutcome::Conflict => DeleteResponse::PreconditionFailed(precondition_failed(id.0)),
+        })
+    }
+
+    /// List items
+    ///
+    /// Keyset pagination in ascending id order: pass the previous page's `next` as `after`.
+    #[oai(path = "/data", method = "get", operation_id = "list_items")]
+    async fn list(
+        &self,
+        /// Items per page, 1 to 500 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u64>>,
+        /// Only items with an id greater than this (the previous page's `next`).
+        after: Query<Option<i64>>,
+        /// Only items updated at or after this instant (RFC 3339).
+        updated_since: Query<Option<DateTime<Utc>>>,
+    ) -> Result<ListResponse, AppError> {
+        let limit = limit.0.unwrap_or(50).min(MAX_PAGE);
+        let (items, next) = self
+            .store
+            .list_page(after.0, updated_since.0, limit)
+            .await?;
+        let body = serde_json::to_vec(&Page { items, next })
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok(ListResponse::Ok(Binary(Bytes::from(body))))
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Page {
+    items: Vec<crate::store::Model>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<i64>,
+}
+
+fn write_response(id: i64, outcome: WriteOutcome<Arc<CachedItem>>) -> WriteResponse {
+    match outcome {
+        WriteOutcome::Done(item) => WriteResponse::Ok(Binary(item.body.clone()), item.etag.clone()),
+        WriteOutcome::NotFound => WriteResponse::NotFound(not_found(id)),
+        WriteOutcome::Conflict => WriteResponse::PreconditionFailed(precondition_failed(id)),
+    }
+}
+
+fn not_found(id: i64) -> Json<Problem> {
+    Json(Problem::new(
+        poem::http::StatusCode::NOT_FOUND,
+        "not-found",
+        format!("no item has id {id}"),
+    ))
+}
+
+fn precondition_failed(id: i64) -> Json<Problem> {
+    Json(Problem::new(
+        poem::http::StatusCode::PRECONDITION_FAILED,
+        "precondition-failed",
+        format!("item {id} does not match If-Match; fetch it again for the current ETag"),
+    ))
+}

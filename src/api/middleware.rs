@@ -1,0 +1,120 @@
+//! HTTP middleware: the request body limit, and turning every error (ours, poem's and
+//! poem-openapi's) into `application/problem+json`.
+
+use poem::{
+    Endpoint, IntoResponse, Request, Response,
+    error::{MethodNotAllowedError, NotFoundError, ReadBodyError},
+    http::{Method, StatusCode, header},
+};
+use poem_openapi::error::{
+    ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError,
+};
+
+use poem::error::ResponseError;
+
+use crate::error::{AppError, Problem};
+
+/// Buffers bodies of POST/PUT/PATCH up to `limit` bytes (413 beyond, chunked bodies included);
+/// then converts any error into problem+json.
+pub async fn guard<E: Endpoint>(ep: &E, mut req: Request, limit: usize) -> poem::Result<Response> {
+    let path_is_item = req.uri().path().starts_with("/data/");
+    let path_is_collection = req.uri().path() == "/data";
+    if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
+        && let Err(e) = limit_body(&mut req, limit).await
+    {
+        return Ok(AppError::from(e).as_response());
+    }
+    Ok(match ep.call(req).await {
+        Ok(resp) => resp.into_response(),
+        Err(err) => problem_for(err, path_is_item, path_is_collection),
+    })
+}
+
+/// Why a body could not be accepted.
+pub enum BodyError {
+    TooLarge(usize),
+    Read(String),
+}
+
+impl From<BodyError> for AppError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge(limit) => AppError::PayloadTooLarge(limit),
+            BodyError::Read(msg) => AppError::BadRequest(format!("could not read the body: {msg}")),
+        }
+    }
+}
+
+async fn limit_body(req: &mut Request, limit: usize) -> Result<(), BodyError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let bytes = req
+        .take_body()
+        .into_bytes_limit(limit)
+        .await
+        .map_err(|e| match e {
+            ReadBodyError::PayloadTooLarge => BodyError::TooLarge(limit),
+            other => BodyError::Read(other.to_string()),
+        })?;
+    req.set_body(bytes);
+    Ok(())
+}
+
+fn problem_for(err: poem::Error, item: bool, collection: bool) -> Response {
+    if err.is::<AppError>() {
+        return err.into_response();
+    }
+    let detail = err.to_string();
+    let (status, slug, detail) = if err.is::<NotFoundError>() {
+        (
+            StatusCode::NOT_FOUND,
+            "no-route",
+            "no such route".to_owned(),
+        )
+    } else if err.is::<MethodNotAllowedError>() {
+        let allow = if item {
+            "GET, PUT, PATCH, DELETE"
+        } else if collection {
+            "GET, POST"
+        } else {
+            "GET"
+        };
+        let p = Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            format!("this route allows {allow}"),
+        );
+        return p
+            .into_response()
+            .with_header(header::ALLOW, allow)
+            .into_response();
+    } else if err.is::<ParsePathError>() || err.is::<ParseParamError>() {
+        // poem-openapi names path parameters by position; ours is the item id.
+        let detail = detail.replace("`param0`", "`id`");
+        (StatusCode::BAD_REQUEST, "invalid-parameter", detail)
+    } else if err.is::<ParseRequestPayloadError>() {
+        (StatusCode::BAD_REQUEST, "invalid-body", detail)
+    } else if err.is::<ContentTypeError>() {
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            detail,
+        )
+    } else if err.status().is_server_error() {
+        tracing::error!(error = %detail, "unhandled server error");
+        (
+            err.status(),
+            "internal",
+            "An internal error occurred; it has been logged.".to_owned(),
+        )
+    } else {
+        (err.status(), "http-error", detail)
+    };
+    Problem::new(status, slug, detail).into_response()
+}

@@ -1,0 +1,132 @@
+//! Request and response bodies of the `/data` operations, as the OpenAPI document shows them.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{Object, types::MaybeUndefined};
+use serde_json::Value;
+
+use crate::error::AppError;
+use crate::store::{Changes, NewItem};
+
+/// Largest accepted `payload`, serialized as JSON.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// A stored item.
+#[derive(Debug, Object)]
+#[oai(rename = "Item")]
+pub struct ItemDoc {
+    /// Unique id, assigned by the service.
+    pub id: i64,
+    /// Display name, 1 to 255 characters.
+    pub name: String,
+    /// Free text, up to 10,000 characters; absent when not set.
+    pub description: Option<String>,
+    /// Any JSON value, up to 64 KiB serialized; absent when not set.
+    pub payload: Option<Value>,
+    /// Starts at 1 and grows by one on every change; the `ETag` is this number in quotes.
+    pub version: i64,
+    /// When the item was created (UTC, microsecond precision).
+    pub created_at: DateTime<Utc>,
+    /// When the item last changed (UTC, microsecond precision).
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The fields of an item that a client sets on create (`POST`) and replace (`PUT`).
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct ItemInput {
+    /// Display name, 1 to 255 characters.
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub name: String,
+    /// Free text, up to 10,000 characters.
+    #[oai(validator(max_length = 10000))]
+    pub description: Option<String>,
+    /// Any JSON value, up to 64 KiB serialized.
+    pub payload: Option<Value>,
+}
+
+/// A partial update (JSON merge patch of the top-level fields): a field left out is unchanged,
+/// `null` clears `description` or `payload`.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct ItemPatch {
+    /// New display name, 1 to 255 characters; cannot be null.
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub name: MaybeUndefined<String>,
+    /// New description (up to 10,000 characters), or `null` to clear it.
+    #[oai(validator(max_length = 10000))]
+    pub description: MaybeUndefined<String>,
+    /// New payload (up to 64 KiB serialized), or `null` to clear it.
+    pub payload: MaybeUndefined<Value>,
+}
+
+/// One page of items in ascending id order.
+#[derive(Debug, Object)]
+#[oai(rename = "ItemPage")]
+pub struct ItemPageDoc {
+    /// The items of this page.
+    pub items: Vec<ItemDoc>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next: Option<i64>,
+}
+
+/// Liveness or readiness.
+#[derive(Debug, Object)]
+pub struct Health {
+    /// `ok` when healthy.
+    pub status: String,
+}
+
+impl ItemInput {
+    /// Checks what the schema cannot express and converts to the store's form.
+    pub fn into_new(self) -> Result<NewItem, AppError> {
+        check_payload(self.payload.as_ref())?;
+        Ok(NewItem {
+            name: self.name,
+            description: self.description,
+            payload: self.payload,
+        })
+    }
+}
+
+impl ItemPatch {
+    /// Checks what the schema cannot express and converts to the store's form.
+    pub fn into_changes(self) -> Result<Changes, AppError> {
+        let payload = match self.payload {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(v) => Some(Some(v)),
+        };
+        if let Some(Some(v)) = &payload {
+            check_payload(Some(v))?;
+        }
+        let description = match self.description {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(v) => Some(Some(v)),
+        };
+        let name = match self.name {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => {
+                return Err(AppError::BadRequest(
+                    "field `name` cannot be null".to_owned(),
+                ));
+            }
+            MaybeUndefined::Value(v) => Some(v),
+        };
+        Ok(Changes {
+            name,
+            description,
+            payload,
+        })
+    }
+}
+
+fn check_payload(payload: Option<&Value>) -> Result<(), AppError> {
+    let size = payload.map_or(0, |v| serde_json::to_vec(v).map_or(usize::MAX, |b| b.len()));
+    if size > MAX_PAYLOAD_BYTES {
+        return Err(AppError::BadRequest(format!(
+            "field `payload` is {size} bytes serialized; the limit is {MAX_PAYLOAD_BYTES}"
+        )));
+    }
+    Ok(())
+}

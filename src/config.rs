@@ -1,0 +1,244 @@
+//! Every knob of the service: command-line flags with environment fallbacks and documented defaults.
+//!
+//! Environment names are prefixed `DATA_API_`, except the standard `DATABASE_URL`, `RUST_LOG` and
+//! `OTEL_*`. Settings are passed down explicitly; nothing reads them from globals.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Fast, observable HTTP data service.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "data-api", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do; `serve` when none is given.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Apply pending migrations, then list every migration with its status.
+    Migrate {
+        /// Only list applied and pending migrations; apply nothing.
+        #[arg(long)]
+        status: bool,
+    },
+    /// Bulk-insert synthetic items (batched, in transactions) for load tests.
+    Seed {
+        /// How many items to insert.
+        #[arg(long, default_value_t = 10_000)]
+        items: u64,
+        /// Rows per INSERT statement; every batch is its own transaction.
+        #[arg(long, default_value_t = 1_000)]
+        batch: u64,
+        /// Hide the progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+/// Settings shared by every sub-command.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Database URL (`sqlite://…` or `postgres://…`). Env: DATABASE_URL.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data-api.db?mode=rwc",
+        global = true
+    )]
+    pub database_url: String,
+
+    /// Address to listen on. Env: DATA_API_BIND.
+    #[arg(
+        long,
+        env = "DATA_API_BIND",
+        default_value = "0.0.0.0:8000",
+        global = true
+    )]
+    pub bind: SocketAddr,
+
+    #[command(flatten)]
+    pub db: DbSettings,
+
+    #[command(flatten)]
+    pub cache: CacheSettings,
+
+    #[command(flatten)]
+    pub http: HttpSettings,
+
+    #[command(flatten)]
+    pub log: LogSettings,
+}
+
+/// Connection pool settings.
+#[derive(Debug, Clone, Args)]
+pub struct DbSettings {
+    /// Maximum pooled connections [default: 60 on PostgreSQL; 8 readers on SQLite, plus one writer].
+    /// Env: DATA_API_DB_MAX_CONNECTIONS.
+    #[arg(long, env = "DATA_API_DB_MAX_CONNECTIONS", global = true)]
+    pub db_max_connections: Option<u32>,
+
+    /// Connections kept open when idle [default: 20 on PostgreSQL, 1 on SQLite].
+    /// Env: DATA_API_DB_MIN_CONNECTIONS.
+    #[arg(long, env = "DATA_API_DB_MIN_CONNECTIONS", global = true)]
+    pub db_min_connections: Option<u32>,
+
+    /// How long a request waits for a free connection before it gets 503 + Retry-After.
+    /// On SQLite it is also the busy timeout for locks. Env: DATA_API_DB_ACQUIRE_TIMEOUT.
+    #[arg(long, env = "DATA_API_DB_ACQUIRE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration, global = true)]
+    pub db_acquire_timeout: Duration,
+
+    /// Connections are recycled after this long. Env: DATA_API_DB_MAX_LIFETIME.
+    #[arg(long, env = "DATA_API_DB_MAX_LIFETIME", default_value = "1h", value_parser = humantime::parse_duration, global = true)]
+    pub db_max_lifetime: Duration,
+
+    /// Idle connections above the minimum are closed after this long. Env: DATA_API_DB_IDLE_TIMEOUT.
+    #[arg(long, env = "DATA_API_DB_IDLE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration, global = true)]
+    pub db_idle_timeout: Duration,
+
+    /// Only ping pooled connections idle at least this long before handing them out, instead of
+    /// pinging on every acquire (the default, "pre-ping"). Env: DATA_API_DB_PING_IDLE_AFTER.
+    #[arg(long, env = "DATA_API_DB_PING_IDLE_AFTER", value_parser = humantime::parse_duration, global = true)]
+    pub db_ping_idle_after: Option<Duration>,
+
+    /// Log every SQL statement (at info level). Env: DATA_API_DB_LOG_STATEMENTS.
+    #[arg(
+        long,
+        env = "DATA_API_DB_LOG_STATEMENTS",
+        default_value_t = false,
+        global = true
+    )]
+    pub db_log_statements: bool,
+
+    /// Apply pending migrations when the server starts. Env: DATA_API_MIGRATE_ON_START.
+    #[arg(long, env = "DATA_API_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub migrate_on_start: bool,
+}
+
+/// In-memory item cache settings.
+#[derive(Debug, Clone, Args)]
+pub struct CacheSettings {
+    /// Most items kept in the cache; 0 disables it. Env: DATA_API_CACHE_CAPACITY.
+    #[arg(
+        long,
+        env = "DATA_API_CACHE_CAPACITY",
+        default_value_t = 1_000,
+        global = true
+    )]
+    pub cache_capacity: u64,
+
+    /// How long a cached item lives. Env: DATA_API_CACHE_TTL.
+    #[arg(long, env = "DATA_API_CACHE_TTL", default_value = "5m", value_parser = humantime::parse_duration, global = true)]
+    pub cache_ttl: Duration,
+
+    /// How long a "not found" answer is cached (a create makes the item visible at once regardless).
+    /// Env: DATA_API_CACHE_NEGATIVE_TTL.
+    #[arg(long, env = "DATA_API_CACHE_NEGATIVE_TTL", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    pub cache_negative_ttl: Duration,
+}
+
+/// HTTP behaviour.
+#[derive(Debug, Clone, Args)]
+pub struct HttpSettings {
+    /// Largest accepted request body in bytes (chunked bodies included); larger gets 413.
+    /// Env: DATA_API_BODY_LIMIT.
+    #[arg(
+        long,
+        env = "DATA_API_BODY_LIMIT",
+        default_value_t = 1_048_576,
+        global = true
+    )]
+    pub body_limit: usize,
+
+    /// `Cache-Control` sent with `GET /data/{id}`. Env: DATA_API_CACHE_CONTROL.
+    #[arg(
+        long,
+        env = "DATA_API_CACHE_CONTROL",
+        default_value = "no-cache",
+        global = true
+    )]
+    pub cache_control: String,
+
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT. Env: DATA_API_DRAIN_TIMEOUT.
+    #[arg(long, env = "DATA_API_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub drain_timeout: Duration,
+
+    /// How long `/health/ready` waits for the database before answering 503.
+    /// Env: DATA_API_READY_TIMEOUT.
+    #[arg(long, env = "DATA_API_READY_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration, global = true)]
+    pub ready_timeout: Duration,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Args)]
+pub struct LogSettings {
+    /// Log line format. Env: DATA_API_LOG_FORMAT. The filter comes from RUST_LOG (default `info`).
+    #[arg(long, env = "DATA_API_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable, one line per event.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Settings {
+    /// Settings with every default, for the given database; used by tests and tools.
+    pub fn defaults_for(database_url: &str) -> Self {
+        let mut cli = Cli::parse_from(["data-api"]);
+        cli.settings.database_url = database_url.to_owned();
+        cli.settings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let cli = Cli::try_parse_from(["data-api"]).unwrap();
+        let s = cli.settings;
+        assert_eq!(s.http.body_limit, 1_048_576);
+        assert_eq!(s.db.db_acquire_timeout, Duration::from_secs(1));
+        assert_eq!(s.cache.cache_capacity, 1_000);
+        assert_eq!(s.cache.cache_ttl, Duration::from_secs(300));
+        assert!(s.db.migrate_on_start);
+    }
+
+    #[test]
+    fn parses_durations_and_subcommands() {
+        let cli = Cli::try_parse_from([
+            "data-api",
+            "seed",
+            "--items",
+            "5",
+            "--db-acquire-timeout",
+            "250ms",
+            "--migrate-on-start",
+            "false",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Seed { items: 5, .. })));
+        assert_eq!(
+            cli.settings.db.db_acquire_timeout,
+            Duration::from_millis(250)
+        );
+        assert!(!cli.settings.db.migrate_on_start);
+    }
+
+    #[test]
+    fn rejects_bad_durations() {
+        assert!(Cli::try_parse_from(["data-api", "--cache-ttl", "soon"]).is_err());
+    }
+}

@@ -1,0 +1,193 @@
+//! One error type for the whole service, answered as RFC 9457 `application/problem+json`.
+//!
+//! Clients get a type, title, status and a detail they can act on; internal causes (SQL, panics)
+//! are logged and never sent.
+
+use poem::{IntoResponse, Response, error::ResponseError, http::StatusCode};
+use poem_openapi::{
+    ApiResponse, Object,
+    registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
+    types::Type,
+};
+use sea_orm::DbErr;
+use serde::Serialize;
+
+/// Media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Seconds a client should wait before retrying a 503.
+pub const RETRY_AFTER_SECS: &str = "1";
+
+/// An RFC 9457 problem details object.
+#[derive(Debug, Clone, Object, Serialize)]
+pub struct Problem {
+    /// A URI reference identifying the kind of problem.
+    #[oai(rename = "type")]
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short, human-readable summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request, specifically.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Problem {
+    /// A problem of kind `slug` (a `urn:problem:data-api:` URN) with the status's reason as title.
+    pub fn new(status: StatusCode, slug: &str, detail: impl Into<Option<String>>) -> Self {
+        Self {
+            kind: format!("urn:problem:data-api:{slug}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The problem as a complete response.
+    pub fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        Response::builder()
+            .status(status)
+            .content_type(PROBLEM_JSON)
+            .body(body)
+    }
+}
+
+/// Every failure a request can end in, outside the expected outcomes of each operation.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 400: the request is malformed or fails validation.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 413: the body exceeds the configured limit.
+    #[error("the request body exceeds the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 503 with `Retry-After`: the database could not be reached in time (pool exhausted or down).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// 500: anything else; logged with its cause, answered with generic text.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<DbErr> for AppError {
+    fn from(err: DbErr) -> Self {
+        use sea_orm::{RuntimeErr, sqlx::Error as Sqlx};
+        match &err {
+            DbErr::ConnectionAcquire(_) => Self::Unavailable(err.to_string()),
+            DbErr::Conn(RuntimeErr::SqlxError(e))
+            | DbErr::Exec(RuntimeErr::SqlxError(e))
+            | DbErr::Query(RuntimeErr::SqlxError(e))
+                if matches!(
+                    e.as_ref(),
+                    Sqlx::PoolTimedOut
+                        | Sqlx::PoolClosed
+                        | Sqlx::Io(_)
+                        | Sqlx::Tls(_)
+                        | Sqlx::WorkerCrashed
+                ) || is_busy(e.as_ref()) =>
+            {
+                Self::Unavailable(err.to_string())
+            }
+            DbErr::Conn(_) => Self::Unavailable(err.to_string()),
+            _ => Self::Internal(err.to_string()),
+        }
+    }
+}
+
+/// SQLite "database is locked/busy" or read-only: the database cannot take the write now.
+fn is_busy(e: &sea_orm::sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| {
+            matches!(
+                code.as_ref(),
+                "5" | "6" | "8" | "517" | "261" | "773" | "1032"
+            )
+        })
+}
+
+impl AppError {
+    fn problem(&self) -> Problem {
+        match self {
+            Self::BadRequest(d) => {
+                Problem::new(StatusCode::BAD_REQUEST, "invalid-request", d.clone())
+            }
+            Self::PayloadTooLarge(_) => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                self.to_string(),
+            ),
+            Self::Unavailable(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "The database is unavailable or busy; retry shortly.".to_owned(),
+            ),
+            Self::Internal(_) => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "An internal error occurred; it has been logged.".to_owned(),
+            ),
+        }
+    }
+}
+
+impl ResponseError for AppError {
+    fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.problem().status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn as_response(&self) -> Response {
+        match self {
+            Self::Unavailable(cause) => tracing::warn!(%cause, "answering 503"),
+            Self::Internal(cause) => tracing::error!(%cause, "answering 500"),
+            _ => {}
+        }
+        let resp = self.problem().into_response();
+        if matches!(self, Self::Unavailable(_)) {
+            resp.with_header("Retry-After", RETRY_AFTER_SECS)
+                .into_response()
+        } else {
+            resp
+        }
+    }
+}
+
+/// The error responses every operation can give, for the OpenAPI document.
+impl ApiResponse for AppError {
+    fn meta() -> MetaResponses {
+        let problem = |status: u16, description: &'static str| MetaResponse {
+            description,
+            status: Some(status),
+            status_range: None,
+            content: vec![MetaMediaType {
+                content_type: PROBLEM_JSON,
+                schema: Problem::schema_ref(),
+            }],
+            headers: vec![],
+        };
+        MetaResponses {
+            responses: vec![
+                problem(
+                    400,
+                    "Malformed request: bad JSON, wrong types, an invalid id or parameter, or a failed validation.",
+                ),
+                problem(413, "The request body is larger than the configured limit."),
+                problem(415, "The request body is not `application/json`."),
+                problem(500, "An internal error; the cause is logged, not sent."),
+                problem(
+                    503,
+                    "The database is unavailable or the connection pool is exhausted; see `Retry-After`.",
+                ),
+            ],
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        Problem::register(registry);
+    }
+}

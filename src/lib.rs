@@ -1,0 +1,16 @@
+//! data-api: items at `/data/{id}` over sea-orm, with a coherent moka cache in front.
+
+/// HTTP operations, OpenAPI document and middleware.
+pub mod api;
+/// Command-line flags and environment settings.
+pub mod config;
+/// The error type and RFC 9457 problem details.
+pub mod error;
+/// `data-api seed`: synthetic items for load tests.
+pub mod seed;
+/// Building and running the server, and stopping it gracefully.
+pub mod startup;
+/// Database access and the item cache.
+pub mod store;
+/// Logging.
+pub mod telemetry;

@@ -1,0 +1,30 @@
+use clap::Parser;
+use data_api::{
+    config::{Cli, Command},
+    seed, startup, store, telemetry,
+};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(&cli.settings.log);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = startup::App::build(cli.settings).await?;
+            app.run_until_stopped(startup::shutdown_signal()).await
+        }
+        Command::Migrate { status } => startup::migrate(&cli.settings, status).await,
+        Command::Seed {
+            items,
+            batch,
+            quiet,
+        } => {
+            let db = store::db::connect(&cli.settings.database_url, &cli.settings.db).await?;
+            <migration::Migrator as migration::MigratorTrait>::up(&db.write, None).await?;
+            let n = seed::run(&db, items, batch, quiet).await?;
+            db.close().await;
+            println!("seeded {n} items");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Connecting to the database: pool sizing, SQLite pragmas, and the split between the pool that
+//! reads and the connection that writes.
+
+use anyhow::Context;
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+
+use crate::config::DbSettings;
+
+/// Default pool bounds on PostgreSQL (the seed's pool_size 20 + max_overflow 40).
+const PG_MAX: u32 = 60;
+const PG_MIN: u32 = 20;
+/// SQLite readers: WAL lets them run beside the writer; more than a few only adds contention on 2 cores.
+const SQLITE_READERS_MAX: u32 = 8;
+const SQLITE_READERS_MIN: u32 = 1;
+/// SQLite page cache per connection, in KiB (negative `cache_size` means KiB): 32 MiB.
+const SQLITE_CACHE_KIB: i64 = 32 * 1024;
+
+/// The service's database handles.
+///
+/// On PostgreSQL `read` and `write` are the same pool. On SQLite writes go through a pool of exactly
+/// one connection: SQLite allows one writer at a time anyway, and queueing for that connection in the
+/// pool (bounded by the acquire timeout) replaces waiting on the file lock (which sqlx would let run
+/// for its 5 s busy timeout), so a write never stalls a request longer than the acquire timeout.
+#[derive(Clone, Debug)]
+pub struct Db {
+    /// Pool for queries.
+    pub read: DatabaseConnection,
+    /// Pool for statements that change data.
+    pub write: DatabaseConnection,
+}
+
+impl Db {
+    /// Which database this is.
+    pub fn backend(&self) -> DbBackend {
+        self.write.get_database_backend()
+    }
+
+    /// Closes every pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        let _ = self.read.close_by_ref().await;
+        let _ = self.write.close_by_ref().await;
+    }
+}
+
+/// Opens the pools described by `settings` for `url`.
+pub async fn connect(url: &str, settings: &DbSettings) -> anyhow::Result<Db> {
+    if url.starts_with("sqlite:") {
+        connect_sqlite(url, settings).await
+    } else {
+        let max = settings.db_max_connections.unwrap_or(PG_MAX);
+        let min = settings.db_min_connections.unwrap_or(PG_MIN).min(max);
+        let pool = Database::connect(options(url, settings, max, min))
+            .await
+            .context("connecting to the database")?;
+        Ok(Db {
+            read: pool.clone(),
+            write: pool,
+        })
+    }
+}
+
+async fn connect_sqlite(url: &str, settings: &DbSettings) -> anyhow::Result<Db> {
+    // An in-memory database lives in one connection; two pools would see two databases.
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        let pool = Database::connect(sqlite_options(url, settings, 1, 1))
+            .await
+            .context("opening the in-memory SQLite database")?;
+        return Ok(Db {
+            read: pool.clone(),
+            write: pool,
+        });
+    }
+    // The writer first: it creates the file (mode=rwc) and switches it to WAL.
+    let write = Database::connect(sqlite_options(url, settings, 1, 1))
+        .await
+        .with_context(|| format!("opening SQLite database {url}"))?;
+    let max = settings
+        .db_max_connections
+        .unwrap_or(SQLITE_READERS_MAX)
+        .max(1);
+    let min = settings
+        .db_min_connections
+        .unwrap_or(SQLITE_READERS_MIN)
+        .min(max);
+    let read = Database::connect(sqlite_options(url, settings, max, min))
+        .await
+        .with_context(|| format!("opening SQLite database {url} for reading"))?;
+    Ok(Db { read, write })
+}
+
+fn sqlite_options(url: &str, settings: &DbSettings, max: u32, min: u32) -> ConnectOptions {
+    let busy = settings.db_acquire_timeout;
+    let mut opts = options(url, settings, max, min);
+    opts.map_sqlx_sqlite_opts(move |o| {
+        o.journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(busy)
+            .pragma("cache_size", (-SQLITE_CACHE_KIB).to_string())
+            .pragma("temp_store", "MEMORY")
+    });
+    opts
+}
+
+fn options(url: &str, settings: &DbSettings, max: u32, min: u32) -> ConnectOptions {
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.max_connections(max)
+        .min_connections(min)
+        .acquire_timeout(settings.db_acquire_timeout)
+        .max_lifetime(settings.db_max_lifetime)
+        .idle_timeout(settings.db_idle_timeout)
+        .sqlx_logging(settings.db_log_statements);
+    match settings.db_ping_idle_after {
+        Some(idle) => opts.test_before_acquire_if_idle_for(idle),
+        None => opts.test_before_acquire(true),
+    };
+    opts
+}

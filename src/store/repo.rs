@@ -1,0 +1,191 @@
+//! The SQL side: every query the service runs against `data_items`, written with sea-orm.
+//! Writes use `RETURNING`, so what a write answers is exactly what the database stored.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
+    sea_query::{Expr, ExprTrait},
+};
+use serde_json::Value;
+
+use super::entity::{ActiveModel, Column, Entity, Model};
+
+/// The fields a client supplies when creating or replacing an item.
+#[derive(Debug, Clone)]
+pub struct NewItem {
+    pub name: String,
+    pub description: Option<String>,
+    pub payload: Option<Value>,
+}
+
+/// A partial update: `None` leaves a field alone, `Some(None)` clears a nullable one.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub payload: Option<Option<Value>>,
+}
+
+/// Which current versions a conditional write accepts (from `If-Match`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// No condition: write whatever the current version is.
+    None,
+    /// `If-Match: *`: the item must exist.
+    Exists,
+    /// The current version must be one of these (possibly none, which never matches).
+    VersionIn(Vec<i64>),
+}
+
+/// How a conditional update or delete ended.
+#[derive(Debug)]
+pub enum WriteOutcome<T> {
+    Done(T),
+    NotFound,
+    /// The item exists but its version failed the precondition.
+    Conflict,
+}
+
+/// Now, at the microsecond precision both databases store (PostgreSQL keeps no more), so what a
+/// write returns equals what a later read returns.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+pub async fn get(db: &impl ConnectionTrait, id: i64) -> Result<Option<Model>, DbErr> {
+    Entity::find_by_id(id).one(db).await
+}
+
+pub async fn insert(db: &impl ConnectionTrait, item: NewItem) -> Result<Model, DbErr> {
+    let at = now();
+    let row = ActiveModel {
+        id: NotSet,
+        name: Set(item.name),
+        description: Set(item.description),
+        payload: Set(item.payload),
+        version: Set(1),
+        created_at: Set(at),
+        updated_at: Set(at),
+    };
+    Entity::insert(row).exec_with_returning(db).await
+}
+
+/// Applies `changes` (all fields for a replace) and bumps the version, if `pre` holds.
+pub async fn update(
+    db: &impl ConnectionTrait,
+    id: i64,
+    changes: Changes,
+    pre: &Precondition,
+) -> Result<WriteOutcome<Model>, DbErr> {
+    let mut q = Entity::update_many()
+        .col_expr(Column::Version, Expr::col(Column::Version).add(1))
+        .col_expr(Column::UpdatedAt, Expr::value(now()));
+    if let Some(name) = changes.name {
+        q = q.col_expr(Column::Name, Expr::value(name));
+    }
+    if let Some(description) = changes.description {
+        q = q.col_expr(Column::Description, Expr::value(description));
+    }
+    if let Some(payload) = changes.payload {
+        q = q.col_expr(Column::Payload, Expr::value(payload));
+    }
+    let q = with_precondition(q.filter(Column::Id.eq(id)), pre);
+    match q.exec_with_returning(db).await?.into_iter().next() {
+        Some(model) => Ok(WriteOutcome::Done(model)),
+        None => why_not_written(db, id).await,
+    }
+}
+
+pub async fn delete(
+    db: &impl ConnectionTrait,
+    id: i64,
+    pre: &Precondition,
+) -> Result<WriteOutcome<()>, DbErr> {
+    let q = Entity::delete_many().filter(Column::Id.eq(id));
+    let q = match pre {
+        Precondition::None | Precondition::Exists => q,
+        Precondition::VersionIn(v) => q.filter(Column::Version.is_in(v.iter().copied())),
+    };
+    if q.exec(db).await?.rows_affected > 0 {
+        Ok(WriteOutcome::Done(()))
+    } else {
+        why_not_written(db, id).await
+    }
+}
+
+fn with_precondition(
+    q: sea_orm::UpdateMany<Entity>,
+    pre: &Precondition,
+) -> sea_orm::UpdateMany<Entity> {
+    match pre {
+        Precondition::None | Precondition::Exists => q,
+        Precondition::VersionIn(v) => q.filter(Column::Version.is_in(v.iter().copied())),
+    }
+}
+
+/// After a write touched no row: was the item missing, or did its version fail the precondition?
+async fn why_not_written<T>(db: &impl ConnectionTrait, id: i64) -> Result<WriteOutcome<T>, DbErr> {
+    let exists = Entity::find_by_id(id)
+        .select_only()
+        .column(Column::Id)
+        .into_tuple::<i64>()
+        .one(db)
+        .await?
+        .is_some();
+    Ok(if exists {
+        WriteOutcome::Conflict
+    } else {
+        WriteOutcome::NotFound
+    })
+}
+
+/// One page in ascending id order: ids greater than `after`, optionally only items updated at or
+/// after `since`. Fetches one row more than `limit` to know whether another page follows.
+pub async fn list_page(
+    db: &impl ConnectionTrait,
+    after: Option<i64>,
+    since: Option<DateTime<Utc>>,
+    limit: u64,
+) -> Result<(Vec<Model>, Option<i64>), DbErr> {
+    let mut q = Entity::find().order_by_asc(Column::Id).limit(limit + 1);
+    if let Some(after) = after {
+        q = q.filter(Column::Id.gt(after));
+    }
+    if let Some(since) = since {
+        q = q.filter(Column::UpdatedAt.gte(since));
+    }
+    let mut rows = q.all(db).await?;
+    let next = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|m| m.id)
+    } else {
+        None
+    };
+    Ok((rows, next))
+}
+
+/// Inserts `count` synthetic items in one transaction; returns how many were written.
+pub async fn seed_batch(db: &DatabaseConnection, start: u64, count: u64) -> Result<u64, DbErr> {
+    let at = now();
+    let rows = (start..start + count).map(|n| ActiveModel {
+        id: NotSet,
+        name: Set(format!("item-{n}")),
+        description: Set(Some(format!(
+            "Synthetic item number {n}, seeded for load tests."
+        ))),
+        payload: Set(Some(
+            serde_json::json!({ "n": n, "tags": ["seed", "load"] }),
+        )),
+        version: Set(1),
+        created_at: Set(at),
+        updated_at: Set(at),
+    });
+    let txn = db.begin().await?;
+    Entity::insert_many(rows)
+        .exec_without_returning(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(count)
+}
