@@ -6,6 +6,7 @@ pub mod data;
 pub mod health;
 pub mod middleware;
 pub mod models;
+pub mod text;
 
 use std::sync::{Arc, atomic::AtomicBool};
 

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use poem_openapi::{Object, types::MaybeUndefined};
 use serde_json::Value;
 
+use super::text::Text;
 use crate::error::AppError;
 use crate::store::{Changes, NewItem};
 
@@ -36,10 +37,10 @@ pub struct ItemDoc {
 pub struct ItemInput {
     /// Display name, 1 to 255 characters.
     #[oai(validator(min_length = 1, max_length = 255))]
-    pub name: String,
+    pub name: Text,
     /// Free text, up to 10,000 characters.
     #[oai(validator(max_length = 10000))]
-    pub description: Option<String>,
+    pub description: Option<Text>,
     /// Any JSON value, up to 64 KiB serialized.
     pub payload: Option<Value>,
 }
@@ -51,10 +52,10 @@ pub struct ItemInput {
 pub struct ItemPatch {
     /// New display name, 1 to 255 characters; cannot be null.
     #[oai(validator(min_length = 1, max_length = 255))]
-    pub name: MaybeUndefined<String>,
+    pub name: MaybeUndefined<Text>,
     /// New description (up to 10,000 characters), or `null` to clear it.
     #[oai(validator(max_length = 10000))]
-    pub description: MaybeUndefined<String>,
+    pub description: MaybeUndefined<Text>,
     /// New payload (up to 64 KiB serialized), or `null` to clear it.
     pub payload: MaybeUndefined<Value>,
 }
@@ -81,8 +82,8 @@ impl ItemInput {
     pub fn into_new(self) -> Result<NewItem, AppError> {
         check_payload(self.payload.as_ref())?;
         Ok(NewItem {
-            name: self.name,
-            description: self.description,
+            name: self.name.0,
+            description: self.description.map(|d| d.0),
             payload: self.payload,
         })
     }
@@ -102,7 +103,7 @@ impl ItemPatch {
         let description = match self.description {
             MaybeUndefined::Undefined => None,
             MaybeUndefined::Null => Some(None),
-            MaybeUndefined::Value(v) => Some(Some(v)),
+            MaybeUndefined::Value(v) => Some(Some(v.0)),
         };
         let name = match self.name {
             MaybeUndefined::Undefined => None,
@@ -111,7 +112,7 @@ impl ItemPatch {
                     "field `name` cannot be null".to_owned(),
                 ));
             }
-            MaybeUndefined::Value(v) => Some(v),
+            MaybeUndefined::Value(v) => Some(v.0),
         };
         Ok(Changes {
             name,

@@ -176,3 +176,147 @@ impl ItemCache {
             .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    fn item(id: i64, version: i64) -> Arc<CachedItem> {
+        Arc::new(CachedItem {
+            id,
+            version,
+            etag: etag(version),
+            body: Bytes::from(format!("v{version}")),
+        })
+    }
+
+    fn cache() -> ItemCache {
+        ItemCache::new(100, Duration::from_secs(60), Duration::from_secs(60))
+    }
+
+    fn version(slot: Option<Slot>) -> Option<i64> {
+        match slot {
+            Some(Slot::Found(i)) => Some(i.version),
+            Some(Slot::Deleted) => Some(-1),
+            Some(Slot::Missing) => Some(0),
+            None => None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_load_once() {
+        let cache = cache();
+        let loads = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let (cache, loads) = (cache.clone(), loads.clone());
+                tokio::spawn(async move {
+                    cache
+                        .load(7, || async {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            Ok::<_, std::convert::Infallible>(Slot::Found(item(7, 1)))
+                        })
+                        .await
+                        .map(|(_, lookup)| lookup)
+                })
+            })
+            .collect();
+        let mut lookups = Vec::new();
+        for t in tasks {
+            lookups.push(t.await.unwrap().unwrap());
+        }
+        assert_eq!(
+            loads.load(Ordering::SeqCst),
+            1,
+            "one load for 32 concurrent misses"
+        );
+        assert_eq!(lookups.iter().filter(|l| **l == Lookup::Miss).count(), 1);
+        assert_eq!(
+            lookups.iter().filter(|l| **l == Lookup::Coalesced).count(),
+            31
+        );
+    }
+
+    /// The classic race: a read-miss loads v1, a writer commits v2 and publishes while the load is
+    /// still running; the slow load must not leave v1 in the cache.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_load_cannot_overwrite_newer_write() {
+        let cache = cache();
+        let (started_tx, started_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel::<()>();
+        let reader = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .load(1, || async move {
+                        let snapshot = item(1, 1); // read from the database before the write
+                        let _ = started_tx.send(());
+                        let _ = release_rx.await;
+                        Ok::<_, std::convert::Infallible>(Slot::Found(snapshot))
+                    })
+                    .await
+            })
+        };
+        started_rx.await.unwrap();
+        let writer = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.publish(1, item(1, 2)).await })
+        };
+        tokio::task::yield_now().await;
+        release_tx.send(()).unwrap();
+        reader.await.unwrap().unwrap();
+        writer.await.unwrap();
+        assert_eq!(version(cache.get(1).await), Some(2));
+    }
+
+    #[tokio::test]
+    async fn publish_keeps_newer_and_never_fills_empty_or_resurrects() {
+        let cache = cache();
+        cache.publish(1, item(1, 3)).await;
+        assert_eq!(
+            version(cache.get(1).await),
+            None,
+            "an empty slot stays empty"
+        );
+
+        let _ = cache
+            .load(1, || async {
+                Ok::<_, std::convert::Infallible>(Slot::Found(item(1, 3)))
+            })
+            .await;
+        cache.publish(1, item(1, 2)).await;
+        assert_eq!(
+            version(cache.get(1).await),
+            Some(3),
+            "older write does not replace newer"
+        );
+        cache.publish(1, item(1, 4)).await;
+        assert_eq!(version(cache.get(1).await), Some(4));
+
+        cache.tombstone(1).await;
+        cache.publish(1, item(1, 5)).await;
+        assert_eq!(
+            version(cache.get(1).await),
+            Some(-1),
+            "a late write does not resurrect a deleted item"
+        );
+
+        let _ = cache
+            .load(2, || async {
+                Ok::<_, std::convert::Infallible>(Slot::Missing)
+            })
+            .await;
+        cache.publish(2, item(2, 1)).await;
+        assert_eq!(
+            version(cache.get(2).await),
+            Some(1),
+            "a create replaces a cached not-found"
+        );
+    }
+}

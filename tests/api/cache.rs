@@ -1,0 +1,183 @@
+//! Cache coherence seen from outside: no read after an acknowledged write answers older data.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use rand::Rng;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, problem};
+
+crate::on_both_backends!(
+    no_stale_read_after_acknowledged_write,
+    create_is_visible_despite_cached_404
+);
+
+struct Ack {
+    id: i64,
+    version: i64,
+    name: String,
+    at: Instant,
+}
+
+struct Read {
+    id: i64,
+    version: i64,
+    name: String,
+    started: Instant,
+}
+
+/// Writers PUT and readers GET the same few ids concurrently; every read must show at least the
+/// newest version whose write was acknowledged before the read began, with that version's content.
+async fn no_stale_read_after_acknowledged_write(app: &TestApp) {
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(
+            app.create(json!({"name": format!("v1-{n}")})).await["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    let acks = Arc::new(Mutex::new(Vec::<Ack>::new()));
+    let reads = Arc::new(Mutex::new(Vec::<Read>::new()));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (client, base, ids, acks) = (
+            app.client.clone(),
+            app.base.clone(),
+            ids.clone(),
+            acks.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            for n in 0..40 {
+                let id = ids[rand::rng().random_range(0..ids.len())];
+                let name = format!("w{w}-{n}");
+                let resp = client
+                    .put(format!("{base}/data/{id}"))
+                    .json(&json!({"name": name}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200);
+                let body: Value = resp.json().await.unwrap();
+                let at = Instant::now();
+                acks.lock().unwrap().push(Ack {
+                    id,
+                    version: body["version"].as_i64().unwrap(),
+                    name,
+                    at,
+                });
+            }
+        }));
+    }
+    let mut readers = Vec::new();
+    for _ in 0..6 {
+        let (client, base, ids, reads, done) = (
+            app.client.clone(),
+            app.base.clone(),
+            ids.clone(),
+            reads.clone(),
+            done.clone(),
+        );
+        readers.push(tokio::spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = ids[rand::rng().random_range(0..ids.len())];
+                let started = Instant::now();
+                let body: Value = client
+                    .get(format!("{base}/data/{id}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let version = body["version"].as_i64().unwrap();
+                let name = body["name"].as_str().unwrap().to_owned();
+                reads.lock().unwrap().push(Read {
+                    id,
+                    version,
+                    name,
+                    started,
+                });
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.await.unwrap();
+    }
+    let acks = std::mem::take(&mut *acks.lock().unwrap());
+    let reads = std::mem::take(&mut *reads.lock().unwrap());
+    let names: HashMap<(i64, i64), &str> = acks
+        .iter()
+        .map(|a| ((a.id, a.version), a.name.as_str()))
+        .collect();
+    assert!(
+        reads.len() > 100,
+        "enough reads to mean something: {}",
+        reads.len()
+    );
+    for r in reads.iter() {
+        let floor = acks
+            .iter()
+            .filter(|a| a.id == r.id && a.at < r.started)
+            .map(|a| a.version)
+            .max()
+            .unwrap_or(1);
+        assert!(
+            r.version >= floor,
+            "stale read of item {}: v{} after v{floor} was acknowledged",
+            r.id,
+            r.version
+        );
+        if let Some(name) = names.get(&(r.id, r.version)) {
+            assert_eq!(
+                *name, r.name,
+                "item {} v{} has the content written as v{}",
+                r.id, r.version, r.version
+            );
+        }
+    }
+    // Deletes too: once acknowledged, reads answer 404.
+    for id in &ids {
+        assert_eq!(
+            app.request(Method::DELETE, &format!("/data/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            204
+        );
+        problem(app.get(&format!("/data/{id}")).await, 404).await;
+    }
+}
+
+/// A 404 is cached briefly, but a create of that id shows at once.
+async fn create_is_visible_despite_cached_404(app: &TestApp) {
+    let last = app.create(json!({"name": "probe"})).await["id"]
+        .as_i64()
+        .unwrap();
+    let next = last + 1;
+    problem(app.get(&format!("/data/{next}")).await, 404).await;
+    problem(app.get(&format!("/data/{next}")).await, 404).await;
+    let created = app.create(json!({"name": "new"})).await;
+    assert_eq!(
+        created["id"].as_i64(),
+        Some(next),
+        "ids are sequential here"
+    );
+    let resp = app.get(&format!("/data/{next}")).await;
+    assert_eq!(
+        resp.status(),
+        200,
+        "no stale 404 after the create was acknowledged"
+    );
+}

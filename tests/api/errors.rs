@@ -1,0 +1,135 @@
+//! Bad input of every kind answers a 4xx `application/problem+json`, never a 500.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{TestApp, problem};
+
+crate::on_both_backends!(
+    invalid_bodies_are_400,
+    invalid_ids_are_400,
+    routing_errors_are_problems,
+    body_limit_is_413
+);
+
+async fn invalid_bodies_are_400(app: &TestApp) {
+    let raw = |body: &'static str| {
+        app.request(Method::POST, "/data")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let p = problem(raw("{\"name\": ").await.unwrap(), 400).await;
+    assert_eq!(p["type"], "urn:problem:data-api:invalid-body");
+    problem(raw("[]").await.unwrap(), 400).await;
+    problem(raw("{\"name\": 5}").await.unwrap(), 400).await;
+    problem(raw("{}").await.unwrap(), 400).await;
+    let cases = [
+        json!({"name": ""}),
+        json!({"name": "x".repeat(256)}),
+        json!({"name": "x", "description": "d".repeat(10_001)}),
+        json!({"name": "x", "unknown": 1}),
+        json!({"name": "x", "payload": {"blob": "p".repeat(70_000)}}),
+    ];
+    for body in cases {
+        let p = problem(app.send_json(Method::POST, "/data", &body).await, 400).await;
+        assert!(p["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+    // Unicode is counted in characters, not bytes.
+    assert_eq!(
+        app.send_json(Method::POST, "/data", &json!({"name": "é".repeat(255)}))
+            .await
+            .status(),
+        201
+    );
+    let item = app.create(json!({"name": "x"})).await;
+    let path = format!("/data/{}", item["id"]);
+    problem(
+        app.send_json(Method::PUT, &path, &json!({"name": 1})).await,
+        400,
+    )
+    .await;
+    problem(
+        app.send_json(
+            Method::PATCH,
+            &path,
+            &json!({"payload": {"blob": "p".repeat(70_000)}}),
+        )
+        .await,
+        400,
+    )
+    .await;
+    let wrong_type = app
+        .request(Method::POST, "/data")
+        .header("content-type", "text/plain")
+        .body("name=x");
+    let p = problem(wrong_type.send().await.unwrap(), 415).await;
+    assert!(p["detail"].as_str().unwrap().contains("text/plain"));
+    let none = app.request(Method::POST, "/data").body("{\"name\":\"x\"}");
+    problem(none.send().await.unwrap(), 415).await;
+}
+
+async fn invalid_ids_are_400(app: &TestApp) {
+    for path in [
+        "/data/abc",
+        "/data/0",
+        "/data/-3",
+        "/data/99999999999999999999",
+        "/data/1.5",
+    ] {
+        let p = problem(app.get(path).await, 400).await;
+        let detail = p["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("`id`"),
+            "{path}: detail names the parameter: {detail}"
+        );
+        assert!(!detail.contains("param0"), "{detail}");
+    }
+    problem(
+        app.request(Method::DELETE, "/data/x").send().await.unwrap(),
+        400,
+    )
+    .await;
+}
+
+async fn routing_errors_are_problems(app: &TestApp) {
+    problem(app.get("/nope").await, 404).await;
+    problem(app.get("/data/1/extra").await, 404).await;
+    let resp = app.request(Method::POST, "/data/1").send().await.unwrap();
+    assert_eq!(resp.headers()["allow"], "GET, PUT, PATCH, DELETE");
+    problem(resp, 405).await;
+    let resp = app.request(Method::DELETE, "/data").send().await.unwrap();
+    assert_eq!(resp.headers()["allow"], "GET, POST");
+    problem(resp, 405).await;
+}
+
+async fn body_limit_is_413(app: &TestApp) {
+    let small = TestApp::start_like(app, |s| s.http.body_limit = 1024).await;
+    let big = json!({"name": "x", "description": "d".repeat(2000)});
+    let p = problem(small.send_json(Method::POST, "/data", &big).await, 413).await;
+    assert!(p["detail"].as_str().unwrap().contains("1024"));
+    // Chunked: no Content-Length, so the limit must be enforced while reading.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..10).map(|_| Ok(vec![b' '; 500])).collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let resp = small
+        .request(Method::POST, "/data")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().get("content-length").is_none() || resp.status() == 413);
+    problem(resp, 413).await;
+    // A small chunked body still works.
+    let ok = reqwest::Body::wrap_stream(futures_util::stream::iter(vec![
+        Ok::<_, std::io::Error>(b"{\"name\":".to_vec()),
+        Ok(b"\"chunked\"}".to_vec()),
+    ]));
+    let resp = small
+        .request(Method::POST, "/data")
+        .header("content-type", "application/json")
+        .body(ok);
+    assert_eq!(resp.send().await.unwrap().status(), 201);
+    small.stop_shared().await;
+}

@@ -1,0 +1,64 @@
+//! Health probes, shutdown and start-up behaviour.
+
+use std::time::Duration;
+
+use crate::helpers::{TestApp, problem};
+
+crate::on_both_backends!(health_probes_answer, shutdown_stops_accepting);
+
+async fn health_probes_answer(app: &TestApp) {
+    let live = app.get("/health/live").await;
+    assert_eq!(live.status(), 200);
+    let ready = app.get("/health/ready").await;
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+}
+
+async fn shutdown_stops_accepting(app: &TestApp) {
+    let mut other = TestApp::start_like(app, |_| {}).await;
+    assert_eq!(other.get("/health/ready").await.status(), 200);
+    tokio::time::timeout(Duration::from_secs(10), other.shutdown())
+        .await
+        .expect("stops within the drain timeout")
+        .expect("stops cleanly");
+    let refused = other.client.get(other.url("/health/live")).send().await;
+    assert!(refused.is_err(), "the listener is closed after shutdown");
+}
+
+/// PostgreSQL only: when its database disappears, readiness turns 503 (problem+json), reads
+/// that need the database answer 503 with Retry-After, and nothing hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_gives_503_not_500() {
+    let Some(app) = TestApp::postgres(|s| {
+        s.db.db_acquire_timeout = Duration::from_millis(300);
+        s.http.ready_timeout = Duration::from_millis(500);
+        s.cache.cache_capacity = 0;
+    })
+    .await
+    else {
+        return;
+    };
+    assert_eq!(app.get("/health/ready").await.status(), 200);
+    let url = app.database_url().to_owned();
+    let (server, name) = url.rsplit_once('/').unwrap();
+    let admin = sea_orm::Database::connect(format!("{server}/postgres"))
+        .await
+        .unwrap();
+    use sea_orm::ConnectionTrait;
+    admin
+        .execute_unprepared(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .await
+        .unwrap();
+    let ready = tokio::time::timeout(Duration::from_secs(5), app.get("/health/ready"))
+        .await
+        .expect("no hang");
+    problem(ready, 503).await;
+    let read = tokio::time::timeout(Duration::from_secs(5), app.get("/data/1"))
+        .await
+        .expect("no hang");
+    assert!(read.headers().contains_key("retry-after"));
+    problem(read, 503).await;
+    let _ = admin.close().await;
+    app.stop().await;
+}

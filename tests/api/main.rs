@@ -1,0 +1,10 @@
+//! Black-box tests: the real service on port 0, talked to over HTTP.
+
+mod helpers;
+
+mod cache;
+mod crud;
+mod errors;
+mod lifecycle;
+mod list;
+mod openapi;

@@ -1,0 +1,67 @@
+//! The generated OpenAPI document is held in the repository; a change to the API must be a
+//! deliberate update of `tests/snapshots/openapi.json` (run with `UPDATE_SNAPSHOTS=1`).
+
+use serde_json::Value;
+
+use crate::helpers::TestApp;
+
+const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots/openapi.json");
+
+#[tokio::test]
+async fn openapi_document_matches_snapshot() {
+    let app = TestApp::sqlite(|_| {}).await;
+    let resp = app.get("/openapi.json").await;
+    assert_eq!(resp.status(), 200);
+    let spec: Value = resp.json().await.unwrap();
+    let pretty = serde_json::to_string_pretty(&spec).unwrap() + "\n";
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(SNAPSHOT, &pretty).unwrap();
+    }
+    let held = std::fs::read_to_string(SNAPSHOT).unwrap_or_default();
+    assert!(
+        held == pretty,
+        "the OpenAPI document changed; if intended, rerun with UPDATE_SNAPSHOTS=1 and commit {SNAPSHOT}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn spec_documents_operations_and_errors() {
+    let app = TestApp::sqlite(|_| {}).await;
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let paths = &spec["paths"];
+    for (path, method) in [
+        ("/data", "post"),
+        ("/data", "get"),
+        ("/data/{id}", "get"),
+        ("/data/{id}", "put"),
+        ("/data/{id}", "patch"),
+        ("/data/{id}", "delete"),
+        ("/health/live", "get"),
+        ("/health/ready", "get"),
+    ] {
+        let op = &paths[path][method];
+        assert!(op["summary"].is_string(), "{method} {path} has a summary");
+        if path.starts_with("/data") {
+            let problem = &op["responses"]["400"]["content"]["application/problem+json"];
+            assert!(
+                problem.is_object(),
+                "{method} {path} documents 400 problem+json"
+            );
+        }
+    }
+    let limit = paths["/data"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
+    assert_eq!(limit["schema"]["maximum"], 500.0);
+    let docs = app.get("/docs").await;
+    assert_eq!(docs.status(), 200);
+    assert!(
+        docs.text().await.unwrap().contains("swagger"),
+        "Swagger UI is served"
+    );
+    app.stop().await;
+}
