@@ -43,7 +43,7 @@ impl Store {
     }
 
     /// The item with `id`, ready to send, or `None` if there is none.
-    #[tracing::instrument(skip_all, fields(id, cache))]
+    #[tracing::instrument(level = "debug", skip_all, fields(id = id, cache))]
     pub async fn get(&self, id: i64) -> Result<Option<Arc<CachedItem>>, DbErr> {
         let Some(cache) = &self.cache else {
             return Ok(repo::get(&self.db.read, id)
@@ -70,7 +70,7 @@ impl Store {
     }
 
     /// Creates an item and answers it as stored.
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn create(&self, item: NewItem) -> Result<Arc<CachedItem>, DbErr> {
         let this = self.clone();
         // Spawned so that a client hanging up cannot cancel the write between commit and cache update.
@@ -86,7 +86,7 @@ impl Store {
     }
 
     /// Applies `changes` to item `id` if `pre` holds; bumps its version.
-    #[tracing::instrument(skip_all, fields(id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(id = id))]
     pub async fn update(
         &self,
         id: i64,
@@ -113,7 +113,7 @@ impl Store {
     }
 
     /// Deletes item `id` if `pre` holds.
-    #[tracing::instrument(skip_all, fields(id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(id = id))]
     pub async fn delete(&self, id: i64, pre: Precondition) -> Result<WriteOutcome<()>, DbErr> {
         let this = self.clone();
         detach(async move {
@@ -127,7 +127,7 @@ impl Store {
     }
 
     /// One page of items in ascending id order, and the id to continue after, if any.
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn list_page(
         &self,
         after: Option<i64>,
