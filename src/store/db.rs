@@ -50,14 +50,34 @@ pub async fn connect(url: &str, settings: &DbSettings) -> anyhow::Result<Db> {
     } else {
         let max = settings.db_max_connections.unwrap_or(PG_MAX);
         let min = settings.db_min_connections.unwrap_or(PG_MIN).min(max);
-        let pool = Database::connect(options(url, settings, max, min))
+        // Lazy, then one ping: sqlx's eager connect opens all `min` connections one after another
+        // within a single acquire timeout, which 20 connections do not fit in.
+        let mut opts = options(url, settings, max, min);
+        opts.connect_lazy(true);
+        let pool = Database::connect(opts)
             .await
             .context("connecting to the database")?;
+        pool.ping().await.context("connecting to the database")?;
+        warm_up(&pool, min);
         Ok(Db {
             read: pool.clone(),
             write: pool,
         })
     }
+}
+
+/// Opens `min` connections in the background so the pool starts at its minimum size.
+fn warm_up(pool: &DatabaseConnection, min: u32) {
+    if pool.get_database_backend() != DbBackend::Postgres || min == 0 {
+        return;
+    }
+    let pool = pool.get_postgres_connection_pool().clone();
+    tokio::spawn(async move {
+        let conns = futures_util::future::join_all((0..min).map(|_| pool.acquire())).await;
+        let opened = conns.iter().filter(|c| c.is_ok()).count();
+        drop(conns);
+        tracing::debug!(opened, "pool warmed up");
+    });
 }
 
 async fn connect_sqlite(url: &str, settings: &DbSettings) -> anyhow::Result<Db> {
