@@ -8,3 +8,4 @@ mod errors;
 mod lifecycle;
 mod list;
 mod openapi;
+mod overload;

@@ -1,0 +1,108 @@
+//! When the database cannot take a request in time, the answer is a quick 503 with
+//! `Retry-After` — not a hang, not a 500 — and service resumes by itself afterwards.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::json;
+
+use crate::helpers::{TestApp, problem};
+
+/// SQLite: another process holding the write lock makes writes 503 within about the acquire
+/// timeout (the busy timeout equals it); reads keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_write_lock_held_elsewhere_gives_quick_503() {
+    let app = TestApp::sqlite(|s| s.db.db_acquire_timeout = Duration::from_millis(300)).await;
+    let item = app.create(json!({"name": "x"})).await;
+    let path = format!("/data/{}", item["id"]);
+
+    let mut opts = sea_orm::ConnectOptions::new(app.database_url().to_owned());
+    opts.max_connections(1)
+        .min_connections(1)
+        .sqlx_logging(false);
+    let other = Database::connect(opts).await.unwrap();
+    other.execute_unprepared("BEGIN IMMEDIATE").await.unwrap();
+
+    let started = Instant::now();
+    let resp = app
+        .send_json(Method::PUT, &path, &json!({"name": "blocked"}))
+        .await;
+    let waited = started.elapsed();
+    assert_eq!(resp.headers()["retry-after"], "1");
+    problem(resp, 503).await;
+    assert!(
+        waited < Duration::from_secs(3),
+        "answered without hanging: {waited:?}"
+    );
+    assert_eq!(
+        app.get(&path).await.status(),
+        200,
+        "reads still work while the write lock is held"
+    );
+
+    other.execute_unprepared("COMMIT").await.unwrap();
+    let resp = app
+        .send_json(Method::PUT, &path, &json!({"name": "free"}))
+        .await;
+    assert_eq!(
+        resp.status(),
+        200,
+        "writes resume once the lock is released"
+    );
+    let _ = other.close().await;
+    app.stop().await;
+}
+
+/// PostgreSQL: with every pooled connection stuck behind a table lock, the next request waits
+/// the acquire timeout and gets 503 + Retry-After; the stuck ones finish once the lock goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_pool_exhaustion_gives_quick_503() {
+    let Some(app) = TestApp::postgres(|s| {
+        s.db.db_max_connections = Some(1);
+        s.db.db_acquire_timeout = Duration::from_millis(300);
+        s.cache.cache_capacity = 0;
+    })
+    .await
+    else {
+        return;
+    };
+    let item = app.create(json!({"name": "x"})).await;
+    let path = format!("/data/{}", item["id"]);
+
+    let mut opts = sea_orm::ConnectOptions::new(app.database_url().to_owned());
+    opts.max_connections(1)
+        .min_connections(1)
+        .sqlx_logging(false);
+    let locker = Database::connect(opts).await.unwrap();
+    locker.execute_unprepared("BEGIN").await.unwrap();
+    locker
+        .execute_unprepared("LOCK TABLE data_items IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    let stuck = {
+        let (client, url) = (app.client.clone(), app.url(&path));
+        tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let resp = app.get(&path).await;
+    let waited = started.elapsed();
+    assert_eq!(resp.headers()["retry-after"], "1");
+    problem(resp, 503).await;
+    assert!(
+        waited < Duration::from_secs(3),
+        "answered without hanging: {waited:?}"
+    );
+
+    locker.execute_unprepared("COMMIT").await.unwrap();
+    assert_eq!(
+        stuck.await.unwrap().unwrap(),
+        200,
+        "the stuck request completes"
+    );
+    assert_eq!(app.get(&path).await.status(), 200, "service resumes");
+    let _ = locker.close().await;
+    app.stop().await;
+}
