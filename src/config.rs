@@ -74,6 +74,12 @@ pub struct Settings {
 
     #[command(flatten)]
     pub log: LogSettings,
+
+    #[command(flatten)]
+    pub trace: TraceSettings,
+
+    #[command(flatten)]
+    pub metrics: MetricsSettings,
 }
 
 /// Connection pool settings.
@@ -181,6 +187,59 @@ pub struct LogSettings {
     /// Log line format. Env: DATA_API_LOG_FORMAT. The filter comes from RUST_LOG (default `info`).
     #[arg(long, env = "DATA_API_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
     pub log_format: LogFormat,
+}
+
+/// Tracing: request spans, the access log, and OTLP export.
+#[derive(Debug, Clone, Args)]
+pub struct TraceSettings {
+    /// Export spans over OTLP/HTTP to this collector (e.g. `http://127.0.0.1:4318`; `/v1/traces`
+    /// is appended). Unset: nothing is exported. Env: OTEL_EXPORTER_OTLP_ENDPOINT.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+
+    /// `service.name` of exported spans [default: data-api]. Env: OTEL_SERVICE_NAME.
+    #[arg(long, env = "OTEL_SERVICE_NAME", global = true)]
+    pub otel_service_name: Option<String>,
+
+    /// Turn OpenTelemetry export off even when an endpoint is set. Env: OTEL_SDK_DISABLED.
+    #[arg(long, env = "OTEL_SDK_DISABLED", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub otel_sdk_disabled: bool,
+
+    /// Which spans are exported (an `EnvFilter`, separate from RUST_LOG).
+    /// Env: DATA_API_OTEL_FILTER.
+    #[arg(
+        long,
+        env = "DATA_API_OTEL_FILTER",
+        default_value = "info,data_api=debug",
+        global = true
+    )]
+    pub otel_filter: String,
+
+    /// Open a span per request (trace context, `traceparent` response header, log correlation).
+    /// Env: DATA_API_REQUEST_SPANS.
+    #[arg(long, env = "DATA_API_REQUEST_SPANS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub request_spans: bool,
+
+    /// Write one log line per request. Env: DATA_API_ACCESS_LOG.
+    #[arg(long, env = "DATA_API_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub access_log: bool,
+}
+
+/// Prometheus metrics.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsSettings {
+    /// Record metrics and serve them at `/metrics`. Env: DATA_API_METRICS.
+    #[arg(long, env = "DATA_API_METRICS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub metrics: bool,
+
+    /// Serve `/metrics` on this address instead of the API's, so it need not be public.
+    /// Env: DATA_API_METRICS_BIND.
+    #[arg(long, env = "DATA_API_METRICS_BIND", global = true)]
+    pub metrics_bind: Option<SocketAddr>,
+
+    /// How often pool and cache gauges are sampled. Env: DATA_API_METRICS_INTERVAL.
+    #[arg(long, env = "DATA_API_METRICS_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration, global = true)]
+    pub metrics_interval: Duration,
 }
 
 /// How log lines are written.

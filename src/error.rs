@@ -76,37 +76,45 @@ pub enum AppError {
 
 impl From<DbErr> for AppError {
     fn from(err: DbErr) -> Self {
-        use sea_orm::{RuntimeErr, sqlx::Error as Sqlx};
-        match &err {
-            DbErr::ConnectionAcquire(_) => Self::Unavailable(err.to_string()),
-            DbErr::Conn(RuntimeErr::SqlxError(e))
-            | DbErr::Exec(RuntimeErr::SqlxError(e))
-            | DbErr::Query(RuntimeErr::SqlxError(e))
-                if matches!(
-                    e.as_ref(),
-                    Sqlx::PoolTimedOut
-                        | Sqlx::PoolClosed
-                        | Sqlx::Io(_)
-                        | Sqlx::Tls(_)
-                        | Sqlx::WorkerCrashed
-                ) || is_busy(e.as_ref()) =>
-            {
-                Self::Unavailable(err.to_string())
-            }
-            DbErr::Conn(_) => Self::Unavailable(err.to_string()),
-            _ => Self::Internal(err.to_string()),
+        if is_unavailable(&err) {
+            Self::Unavailable(err.to_string())
+        } else {
+            Self::Internal(err.to_string())
         }
     }
 }
 
-/// SQLite "database is locked/busy" or read-only: the database cannot take the write now.
+/// Whether `err` means the database cannot serve now (pool exhausted, down, busy, read-only)
+/// rather than a fault in the query: such errors are answered 503 with `Retry-After`.
+pub fn is_unavailable(err: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx::Error as Sqlx};
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            matches!(
+                e.as_ref(),
+                Sqlx::PoolTimedOut
+                    | Sqlx::PoolClosed
+                    | Sqlx::Io(_)
+                    | Sqlx::Tls(_)
+                    | Sqlx::WorkerCrashed
+            ) || is_busy(e.as_ref())
+        }
+        _ => false,
+    }
+}
+
+/// SQLite busy/locked/read-only, or PostgreSQL shutting down or out of connections.
 fn is_busy(e: &sea_orm::sqlx::Error) -> bool {
     e.as_database_error()
         .and_then(|d| d.code())
         .is_some_and(|code| {
             matches!(
                 code.as_ref(),
-                "5" | "6" | "8" | "517" | "261" | "773" | "1032"
+                // SQLite: BUSY, LOCKED, READONLY and their extended codes.
+                "5" | "6" | "8" | "517" | "261" | "262" | "773" | "1032" | "264" | "520" | "776"
+            // PostgreSQL: admin/crash shutdown, cannot connect now, too many connections.
+            | "57P01" | "57P02" | "57P03" | "53300" | "08006" | "08003" | "08001"
             )
         })
 }

@@ -6,11 +6,13 @@ pub mod api;
 pub mod config;
 /// The error type and RFC 9457 problem details.
 pub mod error;
+/// Prometheus metrics: names, registry, the pool gate.
+pub mod metrics;
 /// `data-api seed`: synthetic items for load tests.
 pub mod seed;
 /// Building and running the server, and stopping it gracefully.
 pub mod startup;
 /// Database access and the item cache.
 pub mod store;
-/// Logging.
+/// Logging and OpenTelemetry tracing.
 pub mod telemetry;

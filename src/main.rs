@@ -7,7 +7,14 @@ use data_api::{
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(&cli.settings.log);
+    let telemetry = telemetry::init(&cli.settings.log, &cli.settings.trace)?;
+    let result = run(cli).await;
+    // Flush queued spans; the exporter's client blocks, so off the async workers.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    result
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let app = startup::App::build(cli.settings).await?;

@@ -20,14 +20,17 @@ use poem::{
 use crate::{
     api,
     config::Settings,
-    store::{self, Db, Store},
+    metrics::Metrics,
+    store::{self, Store},
 };
 
 /// A bound, ready-to-run server.
 pub struct App {
     acceptor: TcpAcceptor,
     addr: SocketAddr,
-    db: Db,
+    metrics_acceptor: Option<(TcpAcceptor, SocketAddr)>,
+    store: Store,
+    metrics: Arc<Metrics>,
     settings: Settings,
     shutting_down: Arc<AtomicBool>,
 }
@@ -41,22 +44,27 @@ impl App {
                 .await
                 .context("applying migrations")?;
         }
-        let acceptor = TcpListener::bind(settings.bind)
-            .into_acceptor()
-            .await
-            .with_context(|| format!("binding {}", settings.bind))?;
-        let addr = acceptor
-            .local_addr()
-            .into_iter()
-            .find_map(|a| a.as_socket_addr().copied())
-            .context("the listener has no socket address")?;
+        let metrics = Arc::new(Metrics::new(settings.metrics.metrics));
+        let store = Store::new(db, &settings, &metrics);
+        let (acceptor, addr) = bind(settings.bind).await?;
+        let metrics_acceptor = match settings.metrics.metrics_bind {
+            Some(at) if settings.metrics.metrics => Some(bind(at).await?),
+            _ => None,
+        };
         Ok(Self {
             acceptor,
             addr,
-            db,
+            metrics_acceptor,
+            store,
+            metrics,
             settings,
             shutting_down: Arc::default(),
         })
+    }
+
+    /// The port `/metrics` is served on when it has an address of its own.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_acceptor.as_ref().map(|(_, a)| a.port())
     }
 
     /// The port actually bound (useful with port 0).
@@ -75,22 +83,75 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        let store = Store::new(self.db.clone(), &self.settings.cache);
-        let routes = api::routes(store, &self.settings, self.shutting_down.clone());
+        let routes = api::routes(
+            self.store.clone(),
+            &self.settings,
+            self.shutting_down.clone(),
+            self.metrics.clone(),
+        );
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let flag = self.shutting_down.clone();
         let signal = async move {
             shutdown.await;
             flag.store(true, Ordering::SeqCst);
+            let _ = stop_tx.send(true);
             tracing::info!("shutting down: draining in-flight requests");
         };
+        let every = self.settings.metrics.metrics_interval;
+        let sampler = tokio::spawn(sample_metrics(
+            self.store.clone(),
+            self.metrics.clone(),
+            every,
+        ));
+        let metrics_server = self.metrics_acceptor.map(|(acceptor, addr)| {
+            tracing::info!(%addr, "serving /metrics");
+            let mut stop = stop_rx.clone();
+            let ep = poem::Route::new().at("/metrics", api::metrics_endpoint(self.metrics.clone()));
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            tokio::spawn(
+                Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(ep, stopped, None),
+            )
+        });
         tracing::info!(addr = %self.addr, "listening");
-        Server::new_with_acceptor(self.acceptor)
+        let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(routes, signal, Some(self.settings.http.drain_timeout))
-            .await
-            .context("serving HTTP")?;
-        self.db.close().await;
+            .await;
+        sampler.abort();
+        if let Some(server) = metrics_server {
+            let _ = server.await;
+        }
+        self.store.db().close().await;
+        served.context("serving HTTP")?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+async fn bind(at: SocketAddr) -> anyhow::Result<(TcpAcceptor, SocketAddr)> {
+    let acceptor = TcpListener::bind(at)
+        .into_acceptor()
+        .await
+        .with_context(|| format!("binding {at}"))?;
+    let addr = acceptor
+        .local_addr()
+        .into_iter()
+        .find_map(|a| a.as_socket_addr().copied())
+        .context("the listener has no socket address")?;
+    Ok((acceptor, addr))
+}
+
+/// Samples pool and cache gauges and runs registry upkeep, on `every`, until aborted.
+async fn sample_metrics(store: Store, metrics: Arc<Metrics>, every: std::time::Duration) {
+    if !metrics.enabled() {
+        return;
+    }
+    let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(10)));
+    loop {
+        tick.tick().await;
+        store.sample_metrics().await;
+        metrics.upkeep();
     }
 }
 

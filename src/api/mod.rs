@@ -6,14 +6,16 @@ pub mod data;
 pub mod health;
 pub mod middleware;
 pub mod models;
+pub mod observe;
 pub mod text;
 
 use std::sync::{Arc, atomic::AtomicBool};
 
-use poem::{Endpoint, EndpointExt, Route};
+use poem::{Endpoint, EndpointExt, Response, Route, endpoint::make_sync, get};
 use poem_openapi::{OpenApiService, Tags};
 
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Operation groups in the OpenAPI document.
@@ -48,19 +50,41 @@ pub fn openapi(
     )
 }
 
-/// Every route, wrapped in the body limit and the problem+json error mapping.
+/// Every route, wrapped in the body limit, the problem+json error mapping and telemetry.
+/// `/metrics` is included unless it has an address of its own.
 pub fn routes(
     store: Store,
     settings: &Settings,
     shutting_down: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 ) -> impl Endpoint + use<> {
     let api = openapi(store, settings, shutting_down);
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let limit = settings.http.body_limit;
-    Route::new()
-        .at("/openapi.json", spec)
-        .nest("/docs", docs)
+    let mut route = Route::new().at("/openapi.json", spec).nest("/docs", docs);
+    if settings.metrics.metrics && settings.metrics.metrics_bind.is_none() {
+        route = route.at("/metrics", metrics_endpoint(metrics.clone()));
+    }
+    let o = observe::Observe {
+        metrics,
+        spans: settings.trace.request_spans,
+        access_log: settings.trace.access_log,
+    };
+    route
         .nest("/", api)
         .around(move |ep, req| async move { middleware::guard(&ep, req, limit).await })
+        .around(move |ep, req| {
+            let o = o.clone();
+            async move { observe::observe(&ep, req, &o).await }
+        })
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+pub fn metrics_endpoint(metrics: Arc<Metrics>) -> impl Endpoint + use<> {
+    get(make_sync(move |_| {
+        Response::builder()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(metrics.render())
+    }))
 }

@@ -20,10 +20,11 @@ use bytes::Bytes;
 use moka::{
     Expiry,
     future::Cache,
+    notification::RemovalCause,
     ops::compute::{CompResult, Op},
 };
 
-use super::entity::Model;
+use super::{entity::Model, metrics::CacheMetrics};
 
 /// A ready-to-send item: its JSON body and ETag, so a hit costs a lookup and two refcount bumps.
 #[derive(Debug)]
@@ -63,6 +64,16 @@ pub enum Slot {
     Deleted,
 }
 
+impl Slot {
+    /// Bytes of body this entry holds.
+    fn bytes(&self) -> usize {
+        match self {
+            Slot::Found(item) => item.body.len(),
+            Slot::Missing | Slot::Deleted => 0,
+        }
+    }
+}
+
 /// How a read was answered, for metrics and tracing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
@@ -71,6 +82,17 @@ pub enum Lookup {
     Miss,
     /// Another request was already loading it; this one waited and took its result.
     Coalesced,
+}
+
+impl Lookup {
+    /// The value recorded on the cache span.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lookup::Hit => "hit",
+            Lookup::Miss => "miss",
+            Lookup::Coalesced => "coalesced",
+        }
+    }
 }
 
 struct Ttl {
@@ -106,19 +128,42 @@ impl Ttl {
 #[derive(Clone)]
 pub struct ItemCache {
     inner: Cache<i64, Slot>,
+    metrics: CacheMetrics,
 }
 
 impl ItemCache {
     /// A cache of at most `capacity` entries; items live `ttl`, "not found" answers `negative_ttl`.
-    pub fn new(capacity: u64, ttl: Duration, negative_ttl: Duration) -> Self {
+    pub fn new(
+        capacity: u64,
+        ttl: Duration,
+        negative_ttl: Duration,
+        metrics: CacheMetrics,
+    ) -> Self {
+        let m = metrics.clone();
         let inner = Cache::builder()
             .max_capacity(capacity)
             .expire_after(Ttl {
                 found: ttl,
                 absent: negative_ttl,
             })
+            .eviction_listener(move |_id, slot: Slot, cause| {
+                let i = match cause {
+                    RemovalCause::Size => 0,
+                    RemovalCause::Expired => 1,
+                    RemovalCause::Explicit => 2,
+                    RemovalCause::Replaced => 3,
+                };
+                m.evicted[i].increment(1);
+                m.sub_bytes(slot.bytes());
+            })
             .build();
-        Self { inner }
+        Self { inner, metrics }
+    }
+
+    /// Applies pending evictions and publishes the entry count and size.
+    pub async fn sample(&self) {
+        self.inner.run_pending_tasks().await;
+        self.metrics.sample(self.inner.entry_count());
     }
 
     /// The hot path: one lookup, no database.
@@ -144,7 +189,10 @@ impl ItemCache {
             })
             .await?;
         Ok(match result {
-            CompResult::Inserted(e) | CompResult::ReplacedWith(e) => (e.into_value(), Lookup::Miss),
+            CompResult::Inserted(e) | CompResult::ReplacedWith(e) => {
+                self.metrics.add_bytes(e.value().bytes());
+                (e.into_value(), Lookup::Miss)
+            }
             CompResult::Unchanged(e) => (e.into_value(), Lookup::Coalesced),
             // Not produced by the closure above; answer as "not found" rather than panic.
             CompResult::StillNone(_) | CompResult::Removed(_) => (Slot::Missing, Lookup::Miss),
@@ -153,7 +201,8 @@ impl ItemCache {
 
     /// After a committed create or update: replace an older entry or a cached "not found".
     pub async fn publish(&self, id: i64, item: Arc<CachedItem>) {
-        self.inner
+        let result = self
+            .inner
             .entry(id)
             .and_compute_with(|existing| {
                 let op = match existing.as_ref().map(|e| e.value()) {
@@ -166,6 +215,9 @@ impl ItemCache {
                 std::future::ready(op)
             })
             .await;
+        if let CompResult::ReplacedWith(e) = result {
+            self.metrics.add_bytes(e.value().bytes());
+        }
     }
 
     /// After a committed delete: leave a tombstone, whatever was there.
@@ -196,7 +248,13 @@ mod tests {
     }
 
     fn cache() -> ItemCache {
-        ItemCache::new(100, Duration::from_secs(60), Duration::from_secs(60))
+        let metrics = crate::metrics::Metrics::new(true);
+        ItemCache::new(
+            100,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            CacheMetrics::new(&metrics, 100),
+        )
     }
 
     fn version(slot: Option<Slot>) -> Option<i64> {

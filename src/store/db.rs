@@ -16,6 +16,13 @@ const SQLITE_READERS_MIN: u32 = 1;
 /// SQLite page cache per connection, in KiB (negative `cache_size` means KiB): 32 MiB.
 const SQLITE_CACHE_KIB: i64 = 32 * 1024;
 
+/// Configured size of a pool.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolSize {
+    pub max: u32,
+    pub min: u32,
+}
+
 /// The service's database handles.
 ///
 /// On PostgreSQL `read` and `write` are the same pool. On SQLite writes go through a pool of exactly
@@ -28,12 +35,30 @@ pub struct Db {
     pub read: DatabaseConnection,
     /// Pool for statements that change data.
     pub write: DatabaseConnection,
+    /// Sizes of the read and the write pool.
+    pub sizes: (PoolSize, PoolSize),
+    /// Whether `read` and `write` are one pool.
+    pub shared: bool,
 }
 
 impl Db {
+    fn one(pool: DatabaseConnection, size: PoolSize) -> Self {
+        Self {
+            read: pool.clone(),
+            write: pool,
+            sizes: (size, size),
+            shared: true,
+        }
+    }
+
     /// Which database this is.
     pub fn backend(&self) -> DbBackend {
         self.write.get_database_backend()
+    }
+
+    /// (open, idle) connections of the read and the write pool.
+    pub fn pool_stats(&self) -> ((u32, usize), (u32, usize)) {
+        (stats(&self.read), stats(&self.write))
     }
 
     /// Closes every pool, waiting for connections in use to be returned.
@@ -43,27 +68,37 @@ impl Db {
     }
 }
 
+fn stats(pool: &DatabaseConnection) -> (u32, usize) {
+    match pool.get_database_backend() {
+        DbBackend::Postgres => {
+            let p = pool.get_postgres_connection_pool();
+            (p.size(), p.num_idle())
+        }
+        DbBackend::Sqlite => {
+            let p = pool.get_sqlite_connection_pool();
+            (p.size(), p.num_idle())
+        }
+        _ => (0, 0),
+    }
+}
+
 /// Opens the pools described by `settings` for `url`.
 pub async fn connect(url: &str, settings: &DbSettings) -> anyhow::Result<Db> {
     if url.starts_with("sqlite:") {
-        connect_sqlite(url, settings).await
-    } else {
-        let max = settings.db_max_connections.unwrap_or(PG_MAX);
-        let min = settings.db_min_connections.unwrap_or(PG_MIN).min(max);
-        // Lazy, then one ping: sqlx's eager connect opens all `min` connections one after another
-        // within a single acquire timeout, which 20 connections do not fit in.
-        let mut opts = options(url, settings, max, min);
-        opts.connect_lazy(true);
-        let pool = Database::connect(opts)
-            .await
-            .context("connecting to the database")?;
-        pool.ping().await.context("connecting to the database")?;
-        warm_up(&pool, min);
-        Ok(Db {
-            read: pool.clone(),
-            write: pool,
-        })
+        return connect_sqlite(url, settings).await;
     }
+    let max = settings.db_max_connections.unwrap_or(PG_MAX).max(1);
+    let min = settings.db_min_connections.unwrap_or(PG_MIN).min(max);
+    // Lazy, then one ping: sqlx's eager connect opens all `min` connections one after another
+    // within a single acquire timeout, which 20 connections do not fit in.
+    let mut opts = options(url, settings, max, min);
+    opts.connect_lazy(true);
+    let pool = Database::connect(opts)
+        .await
+        .context("connecting to the database")?;
+    pool.ping().await.context("connecting to the database")?;
+    warm_up(&pool, min);
+    Ok(Db::one(pool, PoolSize { max, min }))
 }
 
 /// Opens `min` connections in the background so the pool starts at its minimum size.
@@ -81,37 +116,43 @@ fn warm_up(pool: &DatabaseConnection, min: u32) {
 }
 
 async fn connect_sqlite(url: &str, settings: &DbSettings) -> anyhow::Result<Db> {
+    let single = PoolSize { max: 1, min: 1 };
     // An in-memory database lives in one connection; two pools would see two databases.
     if url.contains(":memory:") || url.contains("mode=memory") {
-        let pool = Database::connect(sqlite_options(url, settings, 1, 1))
+        let pool = Database::connect(sqlite_options(url, settings, single))
             .await
             .context("opening the in-memory SQLite database")?;
-        return Ok(Db {
-            read: pool.clone(),
-            write: pool,
-        });
+        return Ok(Db::one(pool, single));
     }
     // The writer first: it creates the file (mode=rwc) and switches it to WAL.
-    let write = Database::connect(sqlite_options(url, settings, 1, 1))
+    let write = Database::connect(sqlite_options(url, settings, single))
         .await
         .with_context(|| format!("opening SQLite database {url}"))?;
     let max = settings
         .db_max_connections
         .unwrap_or(SQLITE_READERS_MAX)
         .max(1);
-    let min = settings
-        .db_min_connections
-        .unwrap_or(SQLITE_READERS_MIN)
-        .min(max);
-    let read = Database::connect(sqlite_options(url, settings, max, min))
+    let readers = PoolSize {
+        max,
+        min: settings
+            .db_min_connections
+            .unwrap_or(SQLITE_READERS_MIN)
+            .min(max),
+    };
+    let read = Database::connect(sqlite_options(url, settings, readers))
         .await
         .with_context(|| format!("opening SQLite database {url} for reading"))?;
-    Ok(Db { read, write })
+    Ok(Db {
+        read,
+        write,
+        sizes: (readers, single),
+        shared: false,
+    })
 }
 
-fn sqlite_options(url: &str, settings: &DbSettings, max: u32, min: u32) -> ConnectOptions {
+fn sqlite_options(url: &str, settings: &DbSettings, size: PoolSize) -> ConnectOptions {
     let busy = settings.db_acquire_timeout;
-    let mut opts = options(url, settings, max, min);
+    let mut opts = options(url, settings, size.max, size.min);
     opts.map_sqlx_sqlite_opts(move |o| {
         o.journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)

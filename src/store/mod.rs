@@ -1,61 +1,136 @@
 //! Data access: the database (`repo`), the coherent cache in front of it (`cache`), and `Store`,
-//! which combines them behind functions that say what they do.
+//! which combines them behind functions that say what they do, measuring each step.
 
 pub mod cache;
 pub mod db;
 pub mod entity;
+pub mod metrics;
 pub mod repo;
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sea_orm::DbErr;
+use sea_orm::{DbBackend, DbErr};
+use tracing::{Instrument, field::Empty};
 
-use crate::config::CacheSettings;
+use crate::config::Settings;
+use crate::metrics::{Metrics, gate::Gate};
 use cache::{CachedItem, ItemCache, Lookup, Slot};
 pub use db::Db;
 pub use entity::Model;
+use metrics::{CacheMetrics, DbMetrics, DbOp};
 pub use repo::{Changes, NewItem, Precondition, WriteOutcome};
 
 /// Items, read through the cache and written through to the database.
 #[derive(Clone)]
 pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     db: Db,
     cache: Option<ItemCache>,
+    cache_metrics: CacheMetrics,
+    read_gate: Arc<Gate>,
+    write_gate: Arc<Gate>,
+    db_metrics: DbMetrics,
 }
 
 impl Store {
-    /// A store over `db`, with a cache unless its capacity is 0.
-    pub fn new(db: Db, settings: &CacheSettings) -> Self {
-        let cache = (settings.cache_capacity > 0).then(|| {
+    /// A store over `db`, with a cache unless its capacity is 0, recording into `metrics`.
+    pub fn new(db: Db, settings: &Settings, metrics: &Metrics) -> Self {
+        let c = &settings.cache;
+        let cache_metrics = CacheMetrics::new(metrics, c.cache_capacity);
+        let cache = (c.cache_capacity > 0).then(|| {
             ItemCache::new(
-                settings.cache_capacity,
-                settings.cache_ttl,
-                settings.cache_negative_ttl,
+                c.cache_capacity,
+                c.cache_ttl,
+                c.cache_negative_ttl,
+                cache_metrics.clone(),
             )
         });
-        Self { db, cache }
+        let timeout = settings.db.db_acquire_timeout;
+        let (read, write) = db.sizes;
+        let (read_gate, write_gate) = if db.shared {
+            let gate = Arc::new(Gate::new(metrics, "main", read.max, read.min, timeout));
+            (gate.clone(), gate)
+        } else {
+            (
+                Arc::new(Gate::new(metrics, "read", read.max, read.min, timeout)),
+                Arc::new(Gate::new(metrics, "write", write.max, write.min, timeout)),
+            )
+        };
+        let system = if db.backend() == DbBackend::Postgres {
+            "postgresql"
+        } else {
+            "sqlite"
+        };
+        let db_metrics = DbMetrics::new(metrics, system);
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                cache,
+                cache_metrics,
+                read_gate,
+                write_gate,
+                db_metrics,
+            }),
+        }
     }
 
     /// The database handles.
     pub fn db(&self) -> &Db {
-        &self.db
+        &self.inner.db
+    }
+
+    /// Publishes pool and cache gauges; called on the metrics interval.
+    pub async fn sample_metrics(&self) {
+        let i = &self.inner;
+        let (read, write) = i.db.pool_stats();
+        i.read_gate.sample(read.0, read.1);
+        if !Arc::ptr_eq(&i.read_gate, &i.write_gate) {
+            i.write_gate.sample(write.0, write.1);
+        }
+        match &i.cache {
+            Some(cache) => cache.sample().await,
+            None => i.cache_metrics.sample(0),
+        }
     }
 
     /// The item with `id`, ready to send, or `None` if there is none.
-    #[tracing::instrument(level = "debug", skip_all, fields(id = id, cache))]
     pub async fn get(&self, id: i64) -> Result<Option<Arc<CachedItem>>, DbErr> {
-        let Some(cache) = &self.cache else {
-            return Ok(repo::get(&self.db.read, id)
-                .await?
-                .as_ref()
-                .map(CachedItem::from_model));
+        let i = &self.inner;
+        let Some(cache) = &i.cache else {
+            let model = i
+                .db_metrics
+                .run(DbOp::Select, &i.read_gate, repo::get(&i.db.read, id))
+                .await?;
+            return Ok(model.as_ref().map(CachedItem::from_model));
         };
-        let (slot, lookup) = match cache.get(id).await {
-            Some(slot) => (slot, Lookup::Hit),
-            None => cache.load(id, || self.load(id)).await?,
-        };
-        tracing::Span::current().record("cache", tracing::field::debug(lookup));
+        let span = tracing::debug_span!(
+            "cache.get",
+            cache.name = "items",
+            item.id = id,
+            cache.result = Empty
+        );
+        let (slot, lookup) = async {
+            match cache.get(id).await {
+                Some(slot) => Ok((slot, Lookup::Hit)),
+                None => cache.load(id, || self.load(id)).await,
+            }
+        }
+        .instrument(span.clone())
+        .await?;
+        let m = &i.cache_metrics;
+        match lookup {
+            Lookup::Hit => m.hit.increment(1),
+            Lookup::Miss => m.miss.increment(1),
+            Lookup::Coalesced => {
+                m.miss.increment(1);
+                m.coalesced.increment(1);
+            }
+        }
+        span.record("cache.result", lookup.as_str());
         Ok(match slot {
             Slot::Found(item) => Some(item),
             Slot::Missing | Slot::Deleted => None,
@@ -63,21 +138,31 @@ impl Store {
     }
 
     async fn load(&self, id: i64) -> Result<Slot, DbErr> {
-        Ok(match repo::get(&self.db.read, id).await? {
-            Some(model) => Slot::Found(CachedItem::from_model(&model)),
-            None => Slot::Missing,
-        })
+        let i = &self.inner;
+        Ok(
+            match i
+                .db_metrics
+                .run(DbOp::Select, &i.read_gate, repo::get(&i.db.read, id))
+                .await?
+            {
+                Some(model) => Slot::Found(CachedItem::from_model(&model)),
+                None => Slot::Missing,
+            },
+        )
     }
 
     /// Creates an item and answers it as stored.
-    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn create(&self, item: NewItem) -> Result<Arc<CachedItem>, DbErr> {
         let this = self.clone();
         // Spawned so that a client hanging up cannot cancel the write between commit and cache update.
         detach(async move {
-            let model = repo::insert(&this.db.write, item).await?;
+            let i = &this.inner;
+            let model = i
+                .db_metrics
+                .run(DbOp::Insert, &i.write_gate, repo::insert(&i.db.write, item))
+                .await?;
             let cached = CachedItem::from_model(&model);
-            if let Some(cache) = &this.cache {
+            if let Some(cache) = &i.cache {
                 cache.publish(model.id, cached.clone()).await;
             }
             Ok(cached)
@@ -86,7 +171,6 @@ impl Store {
     }
 
     /// Applies `changes` to item `id` if `pre` holds; bumps its version.
-    #[tracing::instrument(level = "debug", skip_all, fields(id = id))]
     pub async fn update(
         &self,
         id: i64,
@@ -95,11 +179,13 @@ impl Store {
     ) -> Result<WriteOutcome<Arc<CachedItem>>, DbErr> {
         let this = self.clone();
         detach(async move {
+            let i = &this.inner;
+            let q = repo::update(&i.db.write, id, changes, &pre);
             Ok(
-                match repo::update(&this.db.write, id, changes, &pre).await? {
+                match i.db_metrics.run(DbOp::Update, &i.write_gate, q).await? {
                     WriteOutcome::Done(model) => {
                         let cached = CachedItem::from_model(&model);
-                        if let Some(cache) = &this.cache {
+                        if let Some(cache) = &i.cache {
                             cache.publish(id, cached.clone()).await;
                         }
                         WriteOutcome::Done(cached)
@@ -113,12 +199,13 @@ impl Store {
     }
 
     /// Deletes item `id` if `pre` holds.
-    #[tracing::instrument(level = "debug", skip_all, fields(id = id))]
     pub async fn delete(&self, id: i64, pre: Precondition) -> Result<WriteOutcome<()>, DbErr> {
         let this = self.clone();
         detach(async move {
-            let outcome = repo::delete(&this.db.write, id, &pre).await?;
-            if let (WriteOutcome::Done(()), Some(cache)) = (&outcome, &this.cache) {
+            let i = &this.inner;
+            let q = repo::delete(&i.db.write, id, &pre);
+            let outcome = i.db_metrics.run(DbOp::Delete, &i.write_gate, q).await?;
+            if let (WriteOutcome::Done(()), Some(cache)) = (&outcome, &i.cache) {
                 cache.tombstone(id).await;
             }
             Ok(outcome)
@@ -127,22 +214,24 @@ impl Store {
     }
 
     /// One page of items in ascending id order, and the id to continue after, if any.
-    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn list_page(
         &self,
         after: Option<i64>,
         since: Option<DateTime<Utc>>,
         limit: u64,
     ) -> Result<(Vec<Model>, Option<i64>), DbErr> {
-        repo::list_page(&self.db.read, after, since, limit).await
+        let i = &self.inner;
+        let q = repo::list_page(&i.db.read, after, since, limit);
+        i.db_metrics.run(DbOp::List, &i.read_gate, q).await
     }
 }
 
-/// Runs `fut` on its own task, so dropping the caller does not abort it halfway.
+/// Runs `fut` on its own task (in the caller's span), so dropping the caller does not abort it
+/// halfway.
 async fn detach<T: Send + 'static>(
     fut: impl Future<Output = Result<T, DbErr>> + Send + 'static,
 ) -> Result<T, DbErr> {
-    tokio::spawn(fut)
+    tokio::spawn(fut.in_current_span())
         .await
         .map_err(|e| DbErr::Custom(format!("write task failed: {e}")))?
 }
