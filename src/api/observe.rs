@@ -48,7 +48,7 @@ pub async fn observe<E: Endpoint>(ep: &E, req: Request, o: &Observe) -> poem::Re
     let elapsed = started.elapsed();
     o.metrics.observe_http(route, method, status, elapsed);
     if let Some(span) = &span {
-        span.record("http.response.status_code", status);
+        span.record("http.response.status_code", i64::from(status));
         if status >= 500 {
             span.record("otel.status_code", "ERROR");
         }
@@ -77,11 +77,16 @@ fn request_span(req: &Request, route: usize, method: usize) -> tracing::Span {
         http.request.method = METHODS[method],
         http.route = ROUTES[route],
         url.path = req.uri().path(),
-        client.address = %req.remote_addr(),
+        client.address = Empty,
+        client.port = Empty,
         http.response.status_code = Empty,
         trace_id = Empty,
         span_id = Empty,
     );
+    if let Some(peer) = req.remote_addr().as_socket_addr() {
+        span.record("client.address", tracing::field::display(peer.ip()));
+        span.record("client.port", i64::from(peer.port()));
+    }
     let parent = TraceContextPropagator::new().extract(&Headers(req.headers()));
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);

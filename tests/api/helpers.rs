@@ -36,6 +36,8 @@ pub struct TestApp {
     pub base: String,
     pub client: Client,
     pub settings: Settings,
+    /// The port of `/metrics` when it has an address of its own.
+    pub metrics_port: Option<u16>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     pg_drop: Option<(String, String)>,
@@ -87,6 +89,7 @@ impl TestApp {
     async fn start(settings: Settings) -> Self {
         let app = App::build(settings.clone()).await.expect("app builds");
         let base = format!("http://127.0.0.1:{}", app.port());
+        let metrics_port = app.metrics_port();
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
             let _ = rx.await;
@@ -95,6 +98,7 @@ impl TestApp {
             base,
             client: Client::builder().build().expect("client"),
             settings,
+            metrics_port,
             shutdown: Some(tx),
             server: Some(server),
             pg_drop: None,

@@ -7,5 +7,7 @@ mod crud;
 mod errors;
 mod lifecycle;
 mod list;
+mod metrics;
 mod openapi;
 mod overload;
+mod tracing;
