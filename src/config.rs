@@ -215,14 +215,22 @@ pub struct TraceSettings {
     )]
     pub otel_filter: String,
 
-    /// Open a span per request (trace context, `traceparent` response header, log correlation).
-    /// Env: DATA_API_REQUEST_SPANS.
-    #[arg(long, env = "DATA_API_REQUEST_SPANS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
-    pub request_spans: bool,
+    /// Trace every request: continue the caller's W3C `traceparent` or start a trace, answer
+    /// with `traceparent`, put `trace_id`/`span_id` on its log lines, and (with an OTLP endpoint)
+    /// export its spans. Env: DATA_API_TRACING.
+    #[arg(long, env = "DATA_API_TRACING", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub tracing: bool,
 
     /// Write one log line per request. Env: DATA_API_ACCESS_LOG.
     #[arg(long, env = "DATA_API_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub access_log: bool,
+}
+
+impl TraceSettings {
+    /// Whether spans are exported over OTLP.
+    pub fn exports(&self) -> bool {
+        !self.otel_sdk_disabled && self.otlp_endpoint.as_deref().is_some_and(|e| !e.is_empty())
+    }
 }
 
 /// Prometheus metrics.

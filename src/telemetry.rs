@@ -4,11 +4,24 @@
 //! The two layers have their own filters: `RUST_LOG=warn` must not silently drop the spans the
 //! OTLP layer would export, and exporting debug-level spans (cache lookups, queries) must not turn
 //! them into log lines.
+//!
+//! Log lines written while a request is handled carry its `trace_id` and `span_id`. They come
+//! from a task-local set by the request middleware rather than from a tracing span: a span costs
+//! the log layer a formatted field set per request, which is most of what tracing would cost on a
+//! cache hit; the task-local costs nothing until a line is actually written.
+
+use std::io::IsTerminal;
 
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
-use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::{
+    EnvFilter, Layer, fmt,
+    fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
+    prelude::*,
+    registry::LookupSpan,
+};
 
 use crate::config::{LogFormat, LogSettings, TraceSettings};
 
@@ -30,19 +43,36 @@ impl TelemetryGuard {
 
 /// Installs the global subscriber. Call once, from `main`, inside the tokio runtime.
 pub fn init(log: &LogSettings, trace: &TraceSettings) -> anyhow::Result<TelemetryGuard> {
-    let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let log_filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        // The request span exists for export; log lines get its ids from the task-local.
+        .add_directive("data_api::http=off".parse()?);
     let fmt_layer = match log.log_format {
-        LogFormat::Json => fmt::layer()
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
+        LogFormat::Json => {
+            let format = fmt::format()
+                .json()
+                .with_current_span(true)
+                .with_span_list(true);
+            fmt::layer()
+                .json()
+                .event_format(WithTraceIds {
+                    inner: format,
+                    json: true,
+                })
+                .boxed()
+        }
+        LogFormat::Human => fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .event_format(WithTraceIds {
+                inner: fmt::format(),
+                json: false,
+            })
             .boxed(),
-        LogFormat::Human => fmt::layer().boxed(),
     }
     .with_filter(log_filter);
 
-    let provider = match trace.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
-        Some(endpoint) if !trace.otel_sdk_disabled => Some(provider(endpoint, trace)?),
+    let provider = match trace.otlp_endpoint.as_deref() {
+        Some(endpoint) if trace.exports() => Some(provider(endpoint, trace)?),
         _ => None,
     };
     let otel_layer = provider.as_ref().map(|p| {
@@ -81,4 +111,79 @@ fn provider(endpoint: &str, trace: &TraceSettings) -> anyhow::Result<SdkTracerPr
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build())
+}
+
+/// The trace context of the request being handled: its `traceparent` as sent back.
+#[derive(Clone, Copy)]
+pub struct TraceIds(pub [u8; 55]);
+
+impl TraceIds {
+    /// The 32-hex-digit trace id.
+    pub fn trace_id(&self) -> &str {
+        std::str::from_utf8(&self.0[3..35]).unwrap_or_default()
+    }
+
+    /// The 16-hex-digit id of the request's server span.
+    pub fn span_id(&self) -> &str {
+        std::str::from_utf8(&self.0[36..52]).unwrap_or_default()
+    }
+}
+
+tokio::task_local! {
+    /// Set by the request middleware for the duration of a request (and carried into the tasks
+    /// it spawns).
+    pub static TRACE: TraceIds;
+}
+
+/// Runs `fut` with the current request's trace ids, if any, so a spawned task keeps them.
+pub async fn with_current_trace<F: Future>(fut: F) -> F::Output {
+    match TRACE.try_with(|ids| *ids) {
+        Ok(ids) => TRACE.scope(ids, fut).await,
+        Err(_) => fut.await,
+    }
+}
+
+/// Adds `trace_id` and `span_id` to every log line written inside a request.
+struct WithTraceIds<F> {
+    inner: F,
+    json: bool,
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let Ok(ids) = TRACE.try_with(|ids| *ids) else {
+            return self.inner.format_event(ctx, writer, event);
+        };
+        if self.json {
+            // Splice the ids in as the first keys of the JSON object.
+            let mut line = String::new();
+            self.inner
+                .format_event(ctx, Writer::new(&mut line), event)?;
+            let rest = line.strip_prefix('{').unwrap_or(&line);
+            write!(
+                writer,
+                "{{\"trace_id\":\"{}\",\"span_id\":\"{}\",{rest}",
+                ids.trace_id(),
+                ids.span_id()
+            )
+        } else {
+            write!(
+                writer,
+                "trace_id={} span_id={} ",
+                ids.trace_id(),
+                ids.span_id()
+            )?;
+            self.inner.format_event(ctx, writer, event)
+        }
+    }
 }

@@ -8,6 +8,7 @@ pub mod middleware;
 pub mod models;
 pub mod observe;
 pub mod text;
+pub mod trace_context;
 
 use std::sync::{Arc, atomic::AtomicBool};
 
@@ -68,8 +69,9 @@ pub fn routes(
     }
     let o = observe::Observe {
         metrics,
-        spans: settings.trace.request_spans,
+        spans: settings.trace.tracing,
         access_log: settings.trace.access_log,
+        export: settings.trace.exports(),
     };
     route
         .nest("/", api)

@@ -1,5 +1,9 @@
 //! Per-request telemetry: the latency histogram and in-flight gauge, a server span that continues
 //! an incoming W3C `traceparent` (and answers with its own), and the access log line.
+//!
+//! This runs on every request, so it is written for cost: trace ids are made and formatted
+//! without allocating, log lines get them from a task-local (see `telemetry`), and a tracing span
+//! is opened only when spans are exported.
 
 use std::{
     sync::{Arc, OnceLock},
@@ -8,18 +12,24 @@ use std::{
 
 use metrics::Gauge;
 use opentelemetry::{
-    propagation::{Extractor, TextMapPropagator},
-    trace::{SpanContext, TraceContextExt, TraceFlags},
+    Context,
+    trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState},
 };
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use poem::{Endpoint, IntoResponse, Request, Response, http::HeaderValue};
+use poem::{
+    Endpoint, IntoResponse, Request, Response,
+    http::{HeaderName, HeaderValue},
+};
 use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::trace_context::{TraceParent, random_u64, random_u128};
 use crate::metrics::{
     Metrics,
     http::{METHODS, ROUTES, method_of, route_of},
 };
+use crate::telemetry::{TRACE, TraceIds};
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// What the observe middleware records.
 #[derive(Clone)]
@@ -27,6 +37,8 @@ pub struct Observe {
     pub metrics: Arc<Metrics>,
     pub spans: bool,
     pub access_log: bool,
+    /// Whether spans are exported: only then are HTTP attributes recorded on the request span.
+    pub export: bool,
 }
 
 /// Runs `ep` for `req`, measured, traced and logged as configured.
@@ -36,38 +48,73 @@ pub async fn observe<E: Endpoint>(ep: &E, req: Request, o: &Observe) -> poem::Re
     let method = method_of(req.method());
     let _active = Active::enter(o.metrics.active_requests());
     let (resp, span) = if o.spans {
-        let span = request_span(&req, route, method);
-        let traceparent = traceparent(&span, &req);
-        let mut resp = ep.call(req).instrument(span.clone()).await?.into_response();
-        resp.headers_mut().insert("traceparent", traceparent);
-        (resp, Some(span))
+        let incoming = req
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceParent::parse);
+        let (span, ids) = if o.export {
+            let (span, ids) = exported_span(&req, route, method, incoming);
+            (Some(span), ids)
+        } else {
+            (None, local_ids(incoming))
+        };
+        let call = ep.call(req);
+        let result = match &span {
+            Some(span) => TRACE.scope(ids, call.instrument(span.clone())).await,
+            None => TRACE.scope(ids, call).await,
+        };
+        let mut resp = result?.into_response();
+        resp.headers_mut().insert(TRACEPARENT, header_value(&ids.0));
+        (resp, Some((span, ids)))
     } else {
         (ep.call(req).await?.into_response(), None)
     };
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
     o.metrics.observe_http(route, method, status, elapsed);
-    if let Some(span) = &span {
+    if let Some((Some(span), _)) = &span {
         span.record("http.response.status_code", i64::from(status));
         if status >= 500 {
             span.record("otel.status_code", "ERROR");
         }
     }
     if o.access_log {
-        let _entered = span.as_ref().map(|s| s.enter());
-        tracing::info!(
+        let log = || {
+            tracing::info!(
             target: "data_api::access",
             method = METHODS[method],
             route = ROUTES[route],
             status,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             "request"
-        );
+            )
+        };
+        match &span {
+            Some((_, ids)) => TRACE.sync_scope(*ids, log),
+            None => log(),
+        }
     }
     Ok(resp)
 }
 
-fn request_span(req: &Request, route: usize, method: usize) -> tracing::Span {
+/// Without export: ids made here, continuing the incoming trace if there is one.
+fn local_ids(incoming: Option<TraceParent>) -> TraceIds {
+    let ours = TraceParent {
+        trace_id: incoming.map_or_else(random_u128, |p| p.trace_id),
+        span_id: random_u64(),
+        flags: incoming.map_or(0, |p| p.flags),
+    };
+    TraceIds(ours.header())
+}
+
+/// With export: the OpenTelemetry server span, with its HTTP attributes; its ids answer.
+fn exported_span(
+    req: &Request,
+    route: usize,
+    method: usize,
+    incoming: Option<TraceParent>,
+) -> (tracing::Span, TraceIds) {
     let span = tracing::info_span!(
         target: "data_api::http",
         "HTTP request",
@@ -87,47 +134,30 @@ fn request_span(req: &Request, route: usize, method: usize) -> tracing::Span {
         span.record("client.address", tracing::field::display(peer.ip()));
         span.record("client.port", i64::from(peer.port()));
     }
-    let parent = TraceContextPropagator::new().extract(&Headers(req.headers()));
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
+    if let Some(parent) = incoming {
+        let remote = SpanContext::new(
+            TraceId::from(parent.trace_id),
+            SpanId::from(parent.span_id),
+            TraceFlags::new(parent.flags),
+            true,
+            TraceState::default(),
+        );
+        let _ = span.set_parent(Context::new().with_remote_span_context(remote));
     }
-    span
+    let sc = span.context().span().span_context().clone();
+    let ours = TraceParent {
+        trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
+        span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
+        flags: sc.trace_flags().to_u8(),
+    };
+    let ids = TraceIds(ours.header());
+    span.record("trace_id", ids.trace_id());
+    span.record("span_id", ids.span_id());
+    (span, ids)
 }
 
-/// Records the span's trace and span ids on it (for log lines) and returns the `traceparent`
-/// to answer with. With OpenTelemetry export on, the ids are the exported span's; otherwise they
-/// are made here, continuing the incoming trace id if there is one.
-fn traceparent(span: &tracing::Span, req: &Request) -> HeaderValue {
-    let otel = span.context().span().span_context().clone();
-    let (trace_id, span_id, flags) = if otel.is_valid() {
-        (
-            otel.trace_id().to_string(),
-            otel.span_id().to_string(),
-            otel.trace_flags(),
-        )
-    } else {
-        let incoming = TraceContextPropagator::new().extract(&Headers(req.headers()));
-        let parent: &SpanContext = &incoming.span().span_context().clone();
-        let trace_id = if parent.is_valid() {
-            parent.trace_id().to_string()
-        } else {
-            format!("{:032x}", rand::random::<u128>() | 1)
-        };
-        let flags = if parent.is_valid() {
-            parent.trace_flags()
-        } else {
-            TraceFlags::default()
-        };
-        (
-            trace_id,
-            format!("{:016x}", rand::random::<u64>() | 1),
-            flags,
-        )
-    };
-    span.record("trace_id", trace_id.as_str());
-    span.record("span_id", span_id.as_str());
-    let value = format!("00-{trace_id}-{span_id}-{:02x}", flags.to_u8());
-    HeaderValue::from_str(&value).unwrap_or_else(|_| {
+fn header_value(header: &[u8; 55]) -> HeaderValue {
+    HeaderValue::from_bytes(header).unwrap_or_else(|_| {
         HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000000-00")
     })
 }
@@ -144,18 +174,6 @@ fn span_name(route: usize, method: usize) -> &'static str {
     names
         .get(route * METHODS.len() + method)
         .map_or("HTTP request", String::as_str)
-}
-
-struct Headers<'a>(&'a poem::http::HeaderMap);
-
-impl Extractor for Headers<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
-    }
 }
 
 /// Counts a request as in flight until dropped (also when the client hangs up mid-request).

@@ -115,10 +115,30 @@ impl Metrics {
 
     /// Records one finished request.
     pub fn observe_http(&self, route: usize, method: usize, status: u16, elapsed: Duration) {
-        if self.recorder.is_some() {
-            self.http_histogram(route, method, status)
-                .record(elapsed.as_secs_f64());
+        if self.recorder.is_none() {
+            return;
         }
+        match http::status_of(status) {
+            Some(s) => self
+                .http_slot(route, method, s)
+                .record(elapsed.as_secs_f64()),
+            None => self
+                .http_histogram(route, method, status)
+                .record(elapsed.as_secs_f64()),
+        }
+    }
+
+    /// The cached series for a status in `STATUSES` (index `s`), registered on first use.
+    fn http_slot(&self, route: usize, method: usize, s: usize) -> &Histogram {
+        let slot = &self.http[(route * METHODS.len() + method) * STATUSES.len() + s];
+        slot.get_or_init(|| {
+            let labels = [
+                ("http_request_method", METHODS[method]),
+                ("http_route", ROUTES[route]),
+                ("http_response_status_code", STATUS_LABELS[s]),
+            ];
+            self.histogram(HTTP_SERVER_REQUEST_DURATION, &labels)
+        })
     }
 
     fn http_histogram(&self, route: usize, method: usize, status: u16) -> Histogram {
@@ -130,13 +150,7 @@ impl Metrics {
             ]
         };
         match http::status_of(status) {
-            Some(s) => {
-                let slot = &self.http[(route * METHODS.len() + method) * STATUSES.len() + s];
-                slot.get_or_init(|| {
-                    self.histogram(HTTP_SERVER_REQUEST_DURATION, &labels(STATUS_LABELS[s]))
-                })
-                .clone()
-            }
+            Some(s) => self.http_slot(route, method, s).clone(),
             // Rare codes: registered each time (the registry returns the same series).
             None => {
                 let Some(r) = &self.recorder else {

@@ -226,12 +226,12 @@ impl Store {
     }
 }
 
-/// Runs `fut` on its own task (in the caller's span), so dropping the caller does not abort it
-/// halfway.
+/// Runs `fut` on its own task (in the caller's span and trace), so dropping the caller does not
+/// abort it halfway.
 async fn detach<T: Send + 'static>(
     fut: impl Future<Output = Result<T, DbErr>> + Send + 'static,
 ) -> Result<T, DbErr> {
-    tokio::spawn(fut.in_current_span())
+    tokio::spawn(crate::telemetry::with_current_trace(fut.in_current_span()))
         .await
         .map_err(|e| DbErr::Custom(format!("write task failed: {e}")))?
 }

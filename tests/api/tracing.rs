@@ -108,46 +108,13 @@ async fn spans_are_exported_over_otlp_and_flushed_on_sigterm() {
     let server = tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(receiver));
 
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_data-api"))
-        .args([
-            "--bind",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--database-url",
-        ])
-        .arg(format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("otel.db").display()
-        ))
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://127.0.0.1:{port}"),
-        )
-        .env("OTEL_SERVICE_NAME", "data-api-under-test")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let log_reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && v["target"] == "data_api::startup"
-                && v["fields"]["message"] == "listening"
-            {
-                let _ = addr_tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_owned());
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the server logs its address");
+    let otlp = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
+        ("OTEL_SERVICE_NAME", "data-api-under-test"),
+    ];
+    let bin = Binary::start(&dir, &env);
+    let addr = bin.addr.clone();
     let client = reqwest::Client::new();
     let base = format!("http://{addr}");
     let created: Value = client
@@ -170,17 +137,7 @@ async fn spans_are_exported_over_otlp_and_flushed_on_sigterm() {
     let answered = traceparent_parts(&resp);
     assert_eq!(client.get(&path).send().await.unwrap().status(), 200);
 
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
-    let logs = log_reader.join().unwrap();
+    let logs = bin.stop().await;
     server.abort();
 
     let requests = received.lock().unwrap();
@@ -252,4 +209,105 @@ async fn spans_are_exported_over_otlp_and_flushed_on_sigterm() {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|v| v["target"] == "data_api::access" && v.to_string().contains(TRACE_ID));
     assert!(access.is_some(), "an access log line carries the trace id");
+}
+
+/// The real `data-api` binary on a free port with JSON logs, read line by line.
+struct Binary {
+    child: std::process::Child,
+    addr: String,
+    logs: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Binary {
+    fn start(dir: &tempfile::TempDir, env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_data-api"))
+            .args([
+                "--bind",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--database-url",
+            ])
+            .arg(format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("bin.db").display()
+            ))
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let logs = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["target"] == "data_api::startup"
+                    && v["fields"]["message"] == "listening"
+                {
+                    let _ =
+                        addr_tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_owned());
+                }
+                lines.push(line);
+            }
+            lines
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server logs its address");
+        Self { child, addr, logs }
+    }
+
+    /// SIGTERM, then the exit status must be 0; returns every log line.
+    async fn stop(self) -> Vec<String> {
+        let Self {
+            mut child, logs, ..
+        } = self;
+        let term = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
+        logs.join().unwrap()
+    }
+}
+
+/// Without OTLP export, log lines written inside a request still carry its trace and span ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_carry_trace_ids_without_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Binary::start(&dir, &[]);
+    let client = reqwest::Client::new();
+    let resp = client
+        .get(format!("http://{}/data/12345", bin.addr))
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let answered = traceparent_parts(&resp);
+    let logs = bin.stop().await;
+    let line = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["target"] == "data_api::access")
+        .expect("an access log line");
+    assert_eq!(line["trace_id"], TRACE_ID, "{line}");
+    assert_eq!(line["span_id"], answered[2].as_str(), "{line}");
+    assert_eq!(line["fields"]["status"], 404);
+    let outside = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "listening");
+    assert!(
+        outside.is_some_and(|v| v.get("trace_id").is_none()),
+        "lines outside requests have no trace id"
+    );
 }

@@ -1,0 +1,50 @@
+//! Runs N in-process cache-hit GETs with one telemetry configuration, for instruction counting:
+//! `valgrind --tool=callgrind target/release/examples/hot_path_count all_on 20000`.
+//! Configurations: all_off, metrics, spans, all_on.
+
+use std::sync::{Arc, atomic::AtomicBool};
+
+use data_api::{api, config::Settings, metrics::Metrics, store, store::Store};
+use migration::{Migrator, MigratorTrait};
+use poem::{Endpoint, Request};
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let config = args.next().unwrap_or_else(|| "all_on".to_owned());
+    let n: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let (metrics_on, spans) = match config.as_str() {
+        "all_off" => (false, false),
+        "metrics" => (true, false),
+        "spans" => (false, true),
+        _ => (true, true),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let dir = tempfile::tempdir()?;
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("count.db").display()
+    );
+    let log = Settings::defaults_for(&url);
+    rt.block_on(async {
+        let _guard = data_api::telemetry::init(&log.log, &log.trace)?;
+        let mut settings = Settings::defaults_for(&url);
+        settings.metrics.metrics = metrics_on;
+        settings.trace.tracing = spans;
+        settings.trace.access_log = false;
+        let db = store::db::connect(&url, &settings.db).await?;
+        Migrator::up(&db.write, None).await?;
+        data_api::seed::run(&db, 10, 10, true).await?;
+        let metrics = Arc::new(Metrics::new(metrics_on));
+        let store = Store::new(db, &settings, &metrics);
+        let ep = api::routes(store, &settings, Arc::new(AtomicBool::new(false)), metrics);
+        for _ in 0..n {
+            let resp = ep
+                .call(Request::builder().uri_str("/data/3").finish())
+                .await?;
+            std::hint::black_box(resp);
+        }
+        anyhow::Ok(())
+    })
+}
