@@ -43,6 +43,7 @@ run() {  # run <label> <script> <max id>
 serve 1000
 MAX_ID=$hot wrk -t2 -c"$conns" -d3s -s loadtests/wrk/get_random.lua "http://127.0.0.1:$port" >/dev/null  # warm
 run "GET hit (1k hot ids, cache on)" get_random.lua $hot
+printf '%-9s %s\n' "$backend" "$(loadtests/wrk/server_quantiles.py "http://127.0.0.1:$port/metrics")"
 serve 0
 run "GET miss (100k ids, cache off)" get_random.lua $rows
 serve 1000
