@@ -1,16 +1,26 @@
-//! goose load tests for data-api (scenarios arrive with the load-testing issue).
+//! goose load tests for data-api.
+//!
+//! `loadtests [goose options]` runs the scenarios with goose's own command line (users, hatch rate,
+//! run time, throttle, `--scenarios`, `--report-file`, `--threshold`, `--baseline-file`, …);
+//! `loadtests compare [options]` starts the service itself, seeds it, runs the scenarios and prints
+//! one table, optionally saving or checking a baseline. See the README's "Load testing".
+
+mod compare;
+mod scenarios;
 
 use goose::prelude::*;
 
-async fn health(user: &mut GooseUser) -> TransactionResult {
-    let _ = user.get("/health/live").await?;
-    Ok(())
-}
-
 #[tokio::main]
-async fn main() -> Result<(), GooseError> {
-    GooseAttack::initialize()?
-        .register_scenario(scenario!("health").register_transaction(transaction!(health)))
+async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("compare") {
+        return compare::run(std::env::args().skip(1).collect()).await;
+    }
+    let mut attack = GooseAttack::initialize()?;
+    for scenario in scenarios::all()? {
+        attack = attack.register_scenario(scenario);
+    }
+    attack
+        .set_default(GooseDefault::NoTelnet, true)?
         .execute()
         .await?;
     Ok(())

@@ -1,0 +1,499 @@
+//! `loadtests compare`: one command that starts the release service on 127.0.0.1 (SQLite or
+//! PostgreSQL, cache on and/or off), seeds it, runs the scenarios, scrapes `/metrics` before and
+//! after each, and prints one table. `--save-baseline` writes the results as JSON; `--baseline`
+//! compares against such a file and exits non-zero when throughput drops or p99 rises beyond
+//! `--tolerance`, or when any request failed.
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use goose::{config::GooseConfiguration, metrics::GooseMetrics, prelude::*};
+use serde::{Deserialize, Serialize};
+
+use crate::scenarios;
+
+/// Start the service, seed it, run the scenarios, print one table.
+#[derive(Debug, Parser)]
+#[command(name = "loadtests compare")]
+struct Args {
+    /// Database: `sqlite` (a temporary file) or `postgres` (a temporary database).
+    #[arg(long, default_value = "sqlite")]
+    db: String,
+    /// PostgreSQL server to create the temporary database on.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres_url: String,
+    /// Cache setting(s) to run with: `on`, `off` or `both`.
+    #[arg(long, default_value = "both")]
+    cache: String,
+    /// Scenarios to run, comma-separated.
+    #[arg(long, default_value = "read_hot,read_cold,mixed,write,lifecycle")]
+    scenarios: String,
+    /// Items seeded before measuring (ids 1..=N).
+    #[arg(long, default_value_t = 20_000)]
+    items: u64,
+    /// Size of the hot id set (fits the cache).
+    #[arg(long, default_value_t = 100)]
+    hot: u64,
+    /// Concurrent goose users.
+    #[arg(long, default_value_t = 20)]
+    users: usize,
+    /// Seconds each scenario runs after ramp-up.
+    #[arg(long, default_value_t = 10)]
+    run_time: usize,
+    /// Total requests per second across users (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    throttle: usize,
+    /// The data-api binary (built with `cargo build --release` if missing).
+    #[arg(long, default_value = "target/release/data-api")]
+    bin: String,
+    /// Write the results to this JSON file.
+    #[arg(long)]
+    save_baseline: Option<String>,
+    /// Compare with this JSON file; exit 1 on a regression.
+    #[arg(long)]
+    baseline: Option<String>,
+    /// Allowed relative drop in requests/s and rise in p99 (0.25 = 25 %).
+    #[arg(long, default_value_t = 0.25)]
+    tolerance: f64,
+}
+
+/// One line of the table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    pub db: String,
+    pub cache: String,
+    pub scenario: String,
+    pub requests: usize,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub errors: usize,
+    /// Server-side hit ratio from `/metrics` during the run; `None` when no lookups happened.
+    pub hit_ratio: Option<f64>,
+}
+
+/// Runs the comparison; `argv` starts with `compare`.
+pub async fn run(argv: Vec<String>) -> anyhow::Result<()> {
+    let args = Args::parse_from(argv);
+    ensure_binary(&args.bin)?;
+    let caches: Vec<&str> = match args.cache.as_str() {
+        "both" => vec!["on", "off"],
+        "on" => vec!["on"],
+        "off" => vec!["off"],
+        other => bail!("--cache must be on, off or both, not {other}"),
+    };
+    let wanted: Vec<&str> = args.scenarios.split(',').map(str::trim).collect();
+    // SAFETY: set once, before goose starts any user thread.
+    unsafe {
+        std::env::set_var("LOADTEST_MAX_ID", args.items.to_string());
+        std::env::set_var("LOADTEST_HOT_IDS", args.hot.to_string());
+    }
+    let mut rows = Vec::new();
+    for cache in caches {
+        let server = Server::start(&args, cache == "on")?;
+        server.wait_ready().await?;
+        for name in &wanted {
+            let before = server.scrape().await?;
+            let metrics = attack(&server.base, name, &args).await?;
+            let after = server.scrape().await?;
+            let row = row(&args.db, cache, name, &metrics, hit_ratio(&before, &after));
+            print_row(&row, rows.is_empty());
+            rows.push(row);
+        }
+        server.stop();
+    }
+    if let Some(path) = &args.save_baseline {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("writing {path}"))?;
+        println!("baseline saved to {path}");
+    }
+    if let Some(path) = &args.baseline {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        let base: Vec<Row> =
+            serde_json::from_str(&text).with_context(|| format!("parsing {path}"))?;
+        let failures = gate(&base, &rows, args.tolerance);
+        if !failures.is_empty() {
+            for f in &failures {
+                eprintln!("REGRESSION {f}");
+            }
+            bail!("{} regression(s) against {path}", failures.len());
+        }
+        println!(
+            "no regression against {path} (tolerance {:.0} %)",
+            args.tolerance * 100.0
+        );
+    }
+    if rows.iter().any(|r| r.errors > 0) {
+        bail!("some requests failed; see the errors column");
+    }
+    Ok(())
+}
+
+/// Regressions of `now` against `base`, matched by db, cache and scenario.
+pub fn gate(base: &[Row], now: &[Row], tolerance: f64) -> Vec<String> {
+    let mut failures = Vec::new();
+    for n in now {
+        let Some(b) = base
+            .iter()
+            .find(|b| b.db == n.db && b.cache == n.cache && b.scenario == n.scenario)
+        else {
+            continue;
+        };
+        if n.rps < b.rps * (1.0 - tolerance) {
+            failures.push(format!(
+                "{} {} cache {}: {:.0} req/s, baseline {:.0}",
+                n.db, n.scenario, n.cache, n.rps, b.rps
+            ));
+        }
+        if n.p99_ms > b.p99_ms * (1.0 + tolerance) {
+            failures.push(format!(
+                "{} {} cache {}: p99 {:.2} ms, baseline {:.2}",
+                n.db, n.scenario, n.cache, n.p99_ms, b.p99_ms
+            ));
+        }
+    }
+    failures
+}
+
+async fn attack(host: &str, scenario: &str, args: &Args) -> anyhow::Result<GooseMetrics> {
+    let Some(s) = scenarios::all()?.into_iter().find(|s| &*s.name == scenario) else {
+        bail!("no scenario named {scenario}");
+    };
+    let mut attack = GooseAttack::initialize_with_config(GooseConfiguration::default())?
+        .register_scenario(s)
+        .set_default(GooseDefault::Host, host)?
+        .set_default(GooseDefault::Users, args.users)?
+        .set_default(GooseDefault::IncreaseRate, args.users.to_string().as_str())?
+        .set_default(GooseDefault::RunTime, args.run_time)?
+        .set_default(GooseDefault::NoPrintMetrics, true)?
+        .set_default(GooseDefault::Quiet, 1)?
+        .set_default(GooseDefault::NoTelnet, true)?;
+    if args.throttle > 0 {
+        attack = attack.set_default(GooseDefault::ThrottleRequests, args.throttle)?;
+    }
+    Ok(attack.execute().await?)
+}
+
+fn row(db: &str, cache: &str, scenario: &str, m: &GooseMetrics, hit_ratio: Option<f64>) -> Row {
+    let mut times: Vec<(u64, usize)> = Vec::new();
+    let (mut ok, mut failed) = (0, 0);
+    for r in m.requests.values() {
+        ok += r.success_count;
+        failed += r.fail_count;
+        times.extend(r.raw_data.times_us.iter().map(|(us, n)| (*us, *n)));
+    }
+    times.sort_unstable();
+    let total: usize = times.iter().map(|(_, n)| n).sum();
+    let pct = |p: f64| {
+        let rank = ((p * total as f64).ceil() as usize).max(1);
+        let mut seen = 0;
+        for (us, n) in &times {
+            seen += n;
+            if seen >= rank {
+                return *us as f64 / 1000.0;
+            }
+        }
+        0.0
+    };
+    Row {
+        db: db.to_owned(),
+        cache: cache.to_owned(),
+        scenario: scenario.to_owned(),
+        requests: ok + failed,
+        rps: (ok + failed) as f64 / (m.duration.max(1) as f64),
+        p50_ms: pct(0.50),
+        p95_ms: pct(0.95),
+        p99_ms: pct(0.99),
+        errors: failed,
+        hit_ratio,
+    }
+}
+
+fn print_row(r: &Row, header: bool) {
+    if header {
+        println!(
+            "{:<9} {:<5} {:<10} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7} {:>9}",
+            "db",
+            "cache",
+            "scenario",
+            "requests",
+            "req/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "errors",
+            "hit ratio"
+        );
+    }
+    let hit = r
+        .hit_ratio
+        .map_or("-".to_owned(), |h| format!("{:.1} %", h * 100.0));
+    println!(
+        "{:<9} {:<5} {:<10} {:>9} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>9}",
+        r.db, r.cache, r.scenario, r.requests, r.rps, r.p50_ms, r.p95_ms, r.p99_ms, r.errors, hit
+    );
+}
+
+/// Hit ratio between two scrapes of `cache_gets_total`.
+fn hit_ratio(before: &str, after: &str) -> Option<f64> {
+    let get = |text: &str, result: &str| -> f64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("cache_gets_total{") && l.contains(&format!("result=\"{result}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let hits = get(after, "hit") - get(before, "hit");
+    let misses = get(after, "miss") - get(before, "miss");
+    (hits + misses > 0.0).then(|| hits / (hits + misses))
+}
+
+fn ensure_binary(bin: &str) -> anyhow::Result<()> {
+    if std::path::Path::new(bin).exists() {
+        return Ok(());
+    }
+    println!("building {bin} (cargo build --release)");
+    let status = Command::new("cargo")
+        .args(["build", "--release", "--bin", "data-api"])
+        .status()?;
+    if !status.success() || !std::path::Path::new(bin).exists() {
+        bail!("could not build {bin}");
+    }
+    Ok(())
+}
+
+/// The service under test, stopped when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+    drop_db: Option<(String, String)>,
+}
+
+impl Server {
+    fn start(args: &Args, cache: bool) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let (url, drop_db) = match args.db.as_str() {
+            "sqlite" => (
+                format!("sqlite://{}?mode=rwc", dir.path().join("load.db").display()),
+                None,
+            ),
+            "postgres" => {
+                let name = format!("dataapi_lt_{}", std::process::id());
+                psql(
+                    &args.postgres_url,
+                    &format!("drop database if exists {name} with (force)"),
+                )?;
+                psql(&args.postgres_url, &format!("create database {name}"))?;
+                let (server, _) = args
+                    .postgres_url
+                    .rsplit_once('/')
+                    .context("--postgres-url needs a database")?;
+                (
+                    format!("{server}/{name}"),
+                    Some((args.postgres_url.clone(), name)),
+                )
+            }
+            other => bail!("--db must be sqlite or postgres, not {other}"),
+        };
+        println!(
+            "seeding {} items ({} database, cache {})",
+            args.items,
+            args.db,
+            if cache { "on" } else { "off" }
+        );
+        let seeded = Command::new(&args.bin)
+            .args([
+                "--database-url",
+                &url,
+                "seed",
+                "--items",
+                &args.items.to_string(),
+            ])
+            .env("RUST_LOG", "warn")
+            .status()?;
+        if !seeded.success() {
+            bail!("seeding failed");
+        }
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new(&args.bin)
+            .args([
+                "--database-url",
+                &url,
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--access-log",
+                "false",
+            ])
+            .args(["--cache-capacity", if cache { "1000" } else { "0" }])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?;
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+            drop_db,
+        };
+        Ok(server)
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let url = format!("{}/health/ready", self.base);
+        while started.elapsed() < Duration::from_secs(30) {
+            if reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("the service did not become ready at {url}")
+    }
+
+    async fn scrape(&self) -> anyhow::Result<String> {
+        Ok(reqwest::get(format!("{}/metrics", self.base))
+            .await?
+            .text()
+            .await?)
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        if let Some((admin, name)) = self.drop_db.take() {
+            let _ = psql(
+                &admin,
+                &format!("drop database if exists {name} with (force)"),
+            );
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
+    let status = Command::new("psql")
+        .args([url, "-qc", sql])
+        .stdout(Stdio::null())
+        .status()
+        .context("running psql")?;
+    if !status.success() {
+        bail!("psql failed: {sql}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(scenario: &str, rps: f64, p99_ms: f64) -> Row {
+        Row {
+            db: "sqlite".into(),
+            cache: "on".into(),
+            scenario: scenario.into(),
+            requests: 100,
+            rps,
+            p50_ms: 1.0,
+            p95_ms: 2.0,
+            p99_ms,
+            errors: 0,
+            hit_ratio: None,
+        }
+    }
+
+    #[test]
+    fn gate_flags_drops_and_rises_beyond_tolerance() {
+        let base = vec![r("read_hot", 1000.0, 2.0), r("write", 500.0, 10.0)];
+        assert!(
+            gate(
+                &base,
+                &[r("read_hot", 800.0, 2.4), r("write", 500.0, 10.0)],
+                0.25
+            )
+            .is_empty()
+        );
+        let bad = gate(
+            &base,
+            &[r("read_hot", 700.0, 2.0), r("write", 500.0, 13.0)],
+            0.25,
+        );
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(
+            gate(&base, &[r("lifecycle", 1.0, 99.0)], 0.25).is_empty(),
+            "unknown rows are not judged"
+        );
+    }
+
+    /// The smoke run: every scenario for a second against the real (debug) service, tiny key
+    /// space; any failed request (a wrong status or body) fails the test.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn smoke_run_of_every_scenario() {
+        let exe = std::env::current_exe().unwrap();
+        let bin = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .unwrap()
+            .join("data-api");
+        if !bin.exists() {
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("SKIPPED smoke run: {} is not built\n", bin.display()).as_bytes(),
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let baseline = dir.path().join("baseline.json");
+        let argv = |extra: &[&str]| {
+            let mut v: Vec<String> = [
+                "compare", "--cache", "on", "--items", "60", "--hot", "10", "--users", "2",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            v.extend([
+                "--run-time".into(),
+                "1".into(),
+                "--bin".into(),
+                bin.display().to_string(),
+            ]);
+            v.extend(extra.iter().map(|s| s.to_string()));
+            v
+        };
+        run(argv(&["--save-baseline", baseline.to_str().unwrap()]))
+            .await
+            .unwrap();
+        let rows: Vec<Row> =
+            serde_json::from_str(&std::fs::read_to_string(&baseline).unwrap()).unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r.scenario.as_str()).collect();
+        assert_eq!(
+            names,
+            ["read_hot", "read_cold", "mixed", "write", "lifecycle"]
+        );
+        assert!(
+            rows.iter().all(|r| r.requests > 0 && r.errors == 0),
+            "{rows:?}"
+        );
+        assert!(
+            rows[0].hit_ratio.is_some_and(|h| h > 0.5),
+            "hot reads hit the cache: {:?}",
+            rows[0]
+        );
+    }
+}
