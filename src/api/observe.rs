@@ -145,6 +145,10 @@ fn exported_span(
         let _ = span.set_parent(Context::new().with_remote_span_context(remote));
     }
     let sc = span.context().span().span_context().clone();
+    if !sc.is_valid() {
+        // No OpenTelemetry layer took the span (export configured but not installed): ids of our own.
+        return (span, local_ids(incoming));
+    }
     let ours = TraceParent {
         trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
         span_id: u64::from_be_bytes(sc.span_id().to_bytes()),

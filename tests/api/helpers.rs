@@ -60,6 +60,8 @@ fn test_settings(url: &str) -> Settings {
     s.db.db_max_connections = Some(4);
     s.db.db_min_connections = Some(0);
     s.http.drain_timeout = std::time::Duration::from_secs(5);
+    // Hermetic: no export even if the environment names a collector.
+    s.trace.otlp_endpoint = None;
     s
 }
 
