@@ -3,6 +3,7 @@
 mod helpers;
 
 mod cache;
+mod concurrency;
 mod crud;
 mod errors;
 mod lifecycle;
