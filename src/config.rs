@@ -179,6 +179,22 @@ pub struct HttpSettings {
     /// Env: DATA_API_READY_TIMEOUT.
     #[arg(long, env = "DATA_API_READY_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration, global = true)]
     pub ready_timeout: Duration,
+
+    /// Most requests handled at once; beyond it a request gets 503 + Retry-After at once instead
+    /// of queueing (health probes and /metrics are exempt). 0: no cap.
+    /// Env: DATA_API_MAX_IN_FLIGHT.
+    #[arg(
+        long,
+        env = "DATA_API_MAX_IN_FLIGHT",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub max_in_flight: usize,
+
+    /// Longest a request may take; past it the client gets 503 problem+json (a write that was
+    /// already under way still completes). 0s: no limit. Env: DATA_API_REQUEST_TIMEOUT.
+    #[arg(long, env = "DATA_API_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub request_timeout: Duration,
 }
 
 /// Log output.

@@ -69,6 +69,12 @@ pub enum AppError {
     /// 503 with `Retry-After`: the database could not be reached in time (pool exhausted or down).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// 503 with `Retry-After`: more requests in flight than `--max-in-flight`.
+    #[error("too many requests in flight")]
+    Overloaded,
+    /// 503 with `Retry-After`: the request took longer than `--request-timeout`.
+    #[error("the request took longer than {0:?}")]
+    TimedOut(std::time::Duration),
     /// 500: anything else; logged with its cause, answered with generic text.
     #[error("internal error: {0}")]
     Internal(String),
@@ -135,6 +141,14 @@ impl AppError {
                 "unavailable",
                 "The database is unavailable or busy; retry shortly.".to_owned(),
             ),
+            Self::Overloaded => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "The service is handling as many requests as it allows; retry shortly.".to_owned(),
+            ),
+            Self::TimedOut(_) => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", self.to_string())
+            }
             Self::Internal(_) => Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -156,7 +170,10 @@ impl ResponseError for AppError {
             _ => {}
         }
         let resp = self.problem().into_response();
-        if matches!(self, Self::Unavailable(_)) {
+        if matches!(
+            self,
+            Self::Unavailable(_) | Self::Overloaded | Self::TimedOut(_)
+        ) {
             resp.with_header("Retry-After", RETRY_AFTER_SECS)
                 .into_response()
         } else {
@@ -189,7 +206,7 @@ impl ApiResponse for AppError {
                 problem(500, "An internal error; the cause is logged, not sent."),
                 problem(
                     503,
-                    "The database is unavailable or the connection pool is exhausted; see `Retry-After`.",
+                    "The database is unavailable or busy, the connection pool is exhausted, too many requests are in flight, or the request timed out; see `Retry-After`.",
                 ),
             ],
         }

@@ -10,24 +10,68 @@ use poem_openapi::error::{
     ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError,
 };
 
+use std::{sync::Arc, time::Duration};
+
 use poem::error::ResponseError;
+use tokio::sync::Semaphore;
 
 use crate::error::{AppError, Problem};
 
 /// Buffers bodies of POST/PUT/PATCH up to `limit` bytes (413 beyond, chunked bodies included);
 /// then converts any error into problem+json.
-pub async fn guard<E: Endpoint>(ep: &E, mut req: Request, limit: usize) -> poem::Result<Response> {
-    let path_is_item = req.uri().path().starts_with("/data/");
-    let path_is_collection = req.uri().path() == "/data";
+pub async fn guard<E: Endpoint>(
+    ep: &E,
+    mut req: Request,
+    limits: &Limits,
+) -> poem::Result<Response> {
+    let path = req.uri().path();
+    let path_is_item = path.starts_with("/data/");
+    let path_is_collection = path == "/data";
+    let exempt = path.starts_with("/health/") || path == "/metrics";
+    let _permit = match &limits.in_flight {
+        Some(permits) if !exempt => match permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => return Ok(AppError::Overloaded.as_response()),
+        },
+        _ => None,
+    };
     if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
-        && let Err(e) = limit_body(&mut req, limit).await
+        && let Err(e) = limit_body(&mut req, limits.body).await
     {
         return Ok(AppError::from(e).as_response());
     }
-    Ok(match ep.call(req).await {
+    let result = match limits.timeout {
+        Some(t) => match tokio::time::timeout(t, ep.call(req)).await {
+            Ok(result) => result,
+            Err(_) => return Ok(AppError::TimedOut(t).as_response()),
+        },
+        None => ep.call(req).await,
+    };
+    Ok(match result {
         Ok(resp) => resp.into_response(),
         Err(err) => problem_for(err, path_is_item, path_is_collection),
     })
+}
+
+/// Request limits.
+#[derive(Clone)]
+pub struct Limits {
+    /// Largest body in bytes.
+    pub body: usize,
+    /// Permits for requests in flight; `None`: no cap.
+    pub in_flight: Option<Arc<Semaphore>>,
+    /// Longest a request may take; `None`: no limit.
+    pub timeout: Option<Duration>,
+}
+
+impl Limits {
+    pub fn from_settings(s: &crate::config::HttpSettings) -> Self {
+        Self {
+            body: s.body_limit,
+            in_flight: (s.max_in_flight > 0).then(|| Arc::new(Semaphore::new(s.max_in_flight))),
+            timeout: (!s.request_timeout.is_zero()).then_some(s.request_timeout),
+        }
+    }
 }
 
 /// Why a body could not be accepted.

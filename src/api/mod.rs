@@ -62,7 +62,7 @@ pub fn routes(
     let api = openapi(store, settings, shutting_down);
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
-    let limit = settings.http.body_limit;
+    let limits = middleware::Limits::from_settings(&settings.http);
     let mut route = Route::new().at("/openapi.json", spec).nest("/docs", docs);
     if settings.metrics.metrics && settings.metrics.metrics_bind.is_none() {
         route = route.at("/metrics", metrics_endpoint(metrics.clone()));
@@ -75,7 +75,10 @@ pub fn routes(
     };
     route
         .nest("/", api)
-        .around(move |ep, req| async move { middleware::guard(&ep, req, limit).await })
+        .around(move |ep, req| {
+            let limits = limits.clone();
+            async move { middleware::guard(&ep, req, &limits).await }
+        })
         .around(move |ep, req| {
             let o = o.clone();
             async move { observe::observe(&ep, req, &o).await }

@@ -106,3 +106,92 @@ async fn postgres_pool_exhaustion_gives_quick_503() {
     let _ = locker.close().await;
     app.stop().await;
 }
+
+/// Holds SQLite's write lock from another connection so that a PUT to `app` hangs in the
+/// database (up to its busy timeout); returns the connection, to `COMMIT` on.
+async fn hold_write_lock(app: &TestApp) -> sea_orm::DatabaseConnection {
+    let mut opts = sea_orm::ConnectOptions::new(app.database_url().to_owned());
+    opts.max_connections(1)
+        .min_connections(1)
+        .sqlx_logging(false);
+    let other = Database::connect(opts).await.unwrap();
+    other.execute_unprepared("BEGIN IMMEDIATE").await.unwrap();
+    other
+}
+
+/// Past `--max-in-flight`, a request is answered 503 + Retry-After at once; probes are exempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_cap_answers_503_at_once() {
+    let app = TestApp::sqlite(|s| {
+        s.http.max_in_flight = 1;
+        s.db.db_acquire_timeout = Duration::from_millis(1500);
+    })
+    .await;
+    let item = app.create(json!({"name": "x"})).await;
+    let path = format!("/data/{}", item["id"]);
+    let lock = hold_write_lock(&app).await;
+    let slow = {
+        let (client, url) = (app.client.clone(), app.url(&path));
+        tokio::spawn(async move {
+            client
+                .put(url)
+                .json(&json!({"name": "slow"}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let resp = app.get(&path).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "answered at once: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let p = problem(resp, 503).await;
+    assert_eq!(p["type"], "urn:problem:data-api:overloaded");
+    assert_eq!(
+        app.get("/health/live").await.status(),
+        200,
+        "probes are not capped"
+    );
+    lock.execute_unprepared("COMMIT").await.unwrap();
+    let _ = slow.await.unwrap().unwrap();
+    assert_eq!(
+        app.get(&path).await.status(),
+        200,
+        "served again once the slot is free"
+    );
+    let _ = lock.close().await;
+    app.stop().await;
+}
+
+/// A request that takes longer than `--request-timeout` is answered 503 problem+json in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_answers_503() {
+    let app = TestApp::sqlite(|s| {
+        s.http.request_timeout = Duration::from_millis(300);
+        s.db.db_acquire_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let item = app.create(json!({"name": "x"})).await;
+    let path = format!("/data/{}", item["id"]);
+    let lock = hold_write_lock(&app).await;
+    let started = Instant::now();
+    let resp = app
+        .send_json(Method::PUT, &path, &json!({"name": "late"}))
+        .await;
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(2),
+        "answered at the timeout, not the busy timeout: {waited:?}"
+    );
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let p = problem(resp, 503).await;
+    assert_eq!(p["type"], "urn:problem:data-api:timeout");
+    lock.execute_unprepared("COMMIT").await.unwrap();
+    let _ = lock.close().await;
+    app.stop().await;
+}
