@@ -44,7 +44,13 @@ fn bench(c: &mut Criterion) {
         settings.trace.access_log = false;
         let metrics = Arc::new(Metrics::new(metrics_on));
         let store = Store::new(db.clone(), &settings, &metrics);
-        let ep = api::routes(store, &settings, Arc::new(AtomicBool::new(false)), metrics);
+        let ep = api::routes(
+            store,
+            &settings,
+            Arc::new(AtomicBool::new(false)),
+            metrics,
+            Default::default(),
+        );
         rt.block_on(async {
             ep.call(Request::builder().uri_str("/data/3").finish())
                 .await

@@ -38,7 +38,13 @@ fn main() -> anyhow::Result<()> {
         data_api::seed::run(&db, 10, 10, true).await?;
         let metrics = Arc::new(Metrics::new(metrics_on));
         let store = Store::new(db, &settings, &metrics);
-        let ep = api::routes(store, &settings, Arc::new(AtomicBool::new(false)), metrics);
+        let ep = api::routes(
+            store,
+            &settings,
+            Arc::new(AtomicBool::new(false)),
+            metrics,
+            Default::default(),
+        );
         for _ in 0..n {
             let resp = ep
                 .call(Request::builder().uri_str("/data/3").finish())

@@ -195,6 +195,17 @@ pub struct HttpSettings {
     /// already under way still completes). 0s: no limit. Env: DATA_API_REQUEST_TIMEOUT.
     #[arg(long, env = "DATA_API_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub request_timeout: Duration,
+
+    /// API keys for writes, comma-separated: POST/PUT/PATCH/DELETE then need
+    /// `Authorization: Bearer <key>` (401 without, 403 with a wrong one). Several keys allow
+    /// rotation. Unset: writes are open. Env: DATA_API_KEYS.
+    #[arg(long, env = "DATA_API_KEYS", hide_env_values = true, global = true)]
+    pub api_keys: Option<String>,
+
+    /// File with one API key per line (`#` comments allowed), added to `--api-keys`.
+    /// Env: DATA_API_KEY_FILE.
+    #[arg(long, env = "DATA_API_KEY_FILE", global = true)]
+    pub api_key_file: Option<std::path::PathBuf>,
 }
 
 /// Log output.

@@ -69,6 +69,12 @@ pub enum AppError {
     /// 503 with `Retry-After`: the database could not be reached in time (pool exhausted or down).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// 401 with `WWW-Authenticate`: a write without an API key while keys are configured.
+    #[error("this operation needs an API key: Authorization: Bearer <key>")]
+    Unauthorized,
+    /// 403: a write with an API key that is not one of the configured keys.
+    #[error("the API key is not valid")]
+    Forbidden,
     /// 503 with `Retry-After`: more requests in flight than `--max-in-flight`.
     #[error("too many requests in flight")]
     Overloaded,
@@ -141,6 +147,10 @@ impl AppError {
                 "unavailable",
                 "The database is unavailable or busy; retry shortly.".to_owned(),
             ),
+            Self::Unauthorized => {
+                Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", self.to_string())
+            }
+            Self::Forbidden => Problem::new(StatusCode::FORBIDDEN, "forbidden", self.to_string()),
             Self::Overloaded => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
@@ -170,6 +180,11 @@ impl ResponseError for AppError {
             _ => {}
         }
         let resp = self.problem().into_response();
+        if matches!(self, Self::Unauthorized) {
+            return resp
+                .with_header("WWW-Authenticate", "Bearer")
+                .into_response();
+        }
         if matches!(
             self,
             Self::Unavailable(_) | Self::Overloaded | Self::TimedOut(_)
@@ -201,6 +216,11 @@ impl ApiResponse for AppError {
                     400,
                     "Malformed request: bad JSON, wrong types, an invalid id or parameter, or a failed validation.",
                 ),
+                problem(
+                    401,
+                    "A write without an API key while the service has keys (`WWW-Authenticate: Bearer`).",
+                ),
+                problem(403, "A write with an API key that is not valid."),
                 problem(413, "The request body is larger than the configured limit."),
                 problem(415, "The request body is not `application/json`."),
                 problem(500, "An internal error; the cause is logged, not sent."),

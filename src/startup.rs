@@ -31,6 +31,7 @@ pub struct App {
     metrics_acceptor: Option<(TcpAcceptor, SocketAddr)>,
     store: Store,
     metrics: Arc<Metrics>,
+    keys: api::auth::ApiKeys,
     settings: Settings,
     shutting_down: Arc<AtomicBool>,
 }
@@ -43,6 +44,12 @@ impl App {
             Migrator::up(&db.write, None)
                 .await
                 .context("applying migrations")?;
+        }
+        let http = &settings.http;
+        let keys =
+            api::auth::ApiKeys::load(http.api_keys.as_deref(), http.api_key_file.as_deref())?;
+        if keys.enabled() {
+            tracing::info!("writes need an API key");
         }
         let metrics = Arc::new(Metrics::new(settings.metrics.metrics));
         let store = Store::new(db, &settings, &metrics);
@@ -57,6 +64,7 @@ impl App {
             metrics_acceptor,
             store,
             metrics,
+            keys,
             settings,
             shutting_down: Arc::default(),
         })
@@ -88,6 +96,7 @@ impl App {
             &self.settings,
             self.shutting_down.clone(),
             self.metrics.clone(),
+            self.keys.clone(),
         );
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let flag = self.shutting_down.clone();

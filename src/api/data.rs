@@ -12,7 +12,9 @@ use poem_openapi::{
 };
 
 use super::{
-    ApiTags, conditional,
+    ApiTags,
+    auth::{ApiKeys, WriteAuth},
+    conditional,
     models::{ItemDoc, ItemInput, ItemPageDoc, ItemPatch},
 };
 use crate::error::{AppError, Problem};
@@ -25,6 +27,7 @@ pub const MAX_PAGE: u64 = 500;
 pub struct DataApi {
     pub store: Store,
     pub cache_control: String,
+    pub keys: ApiKeys,
 }
 
 #[derive(ApiResponse)]
@@ -97,7 +100,12 @@ impl DataApi {
     ///
     /// Stores a new item at version 1 and answers it with its id, `Location` and `ETag`.
     #[oai(path = "/data", method = "post", operation_id = "create_item")]
-    async fn create(&self, body: Json<ItemInput>) -> Result<CreateResponse, AppError> {
+    async fn create(
+        &self,
+        auth: WriteAuth,
+        body: Json<ItemInput>,
+    ) -> Result<CreateResponse, AppError> {
+        self.keys.check(&auth)?;
         let item = self.store.create(body.0.into_new()?).await?;
         let location = format!("/data/{}", item.id);
         Ok(CreateResponse::Created(
@@ -143,6 +151,7 @@ impl DataApi {
     #[oai(path = "/data/:id", method = "put", operation_id = "replace_item")]
     async fn replace(
         &self,
+        auth: WriteAuth,
         /// The item's id.
         #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
@@ -151,6 +160,7 @@ impl DataApi {
         if_match: Header<Option<String>>,
         body: Json<ItemInput>,
     ) -> Result<WriteResponse, AppError> {
+        self.keys.check(&auth)?;
         let new = body.0.into_new()?;
         let changes = crate::store::Changes {
             name: Some(new.name),
@@ -171,6 +181,7 @@ impl DataApi {
     #[oai(path = "/data/:id", method = "patch", operation_id = "update_item")]
     async fn patch(
         &self,
+        auth: WriteAuth,
         /// The item's id.
         #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
@@ -179,6 +190,7 @@ impl DataApi {
         if_match: Header<Option<String>>,
         body: Json<ItemPatch>,
     ) -> Result<WriteResponse, AppError> {
+        self.keys.check(&auth)?;
         let changes = body.0.into_changes()?;
         let pre = conditional::if_match(if_match.0.as_deref());
         Ok(write_response(
@@ -193,6 +205,7 @@ impl DataApi {
     #[oai(path = "/data/:id", method = "delete", operation_id = "delete_item")]
     async fn delete(
         &self,
+        auth: WriteAuth,
         /// The item's id.
         #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
@@ -200,6 +213,7 @@ impl DataApi {
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
     ) -> Result<DeleteResponse, AppError> {
+        self.keys.check(&auth)?;
         let pre = conditional::if_match(if_match.0.as_deref());
         Ok(match self.store.delete(id.0, pre).await? {
             WriteOutcome::Done(()) => DeleteResponse::Deleted,

@@ -1,6 +1,7 @@
 //! The HTTP surface: the OpenAPI service with its operations, `/openapi.json`, Swagger UI at
 //! `/docs`, and the middleware every request passes through.
 
+pub mod auth;
 pub mod conditional;
 pub mod data;
 pub mod health;
@@ -33,10 +34,12 @@ pub fn openapi(
     store: Store,
     settings: &Settings,
     shutting_down: Arc<AtomicBool>,
+    keys: auth::ApiKeys,
 ) -> OpenApiService<(data::DataApi, health::HealthApi), ()> {
     let data = data::DataApi {
         store: store.clone(),
         cache_control: settings.http.cache_control.clone(),
+        keys,
     };
     let health = health::HealthApi {
         store,
@@ -58,8 +61,9 @@ pub fn routes(
     settings: &Settings,
     shutting_down: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    keys: auth::ApiKeys,
 ) -> impl Endpoint + use<> {
-    let api = openapi(store, settings, shutting_down);
+    let api = openapi(store, settings, shutting_down, keys);
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let limits = middleware::Limits::from_settings(&settings.http);

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod auth;
 mod cache;
 mod concurrency;
 mod crud;

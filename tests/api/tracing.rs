@@ -232,8 +232,8 @@ impl Binary {
                 "sqlite://{}?mode=rwc",
                 dir.path().join("bin.db").display()
             ))
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -310,4 +310,42 @@ async fn log_lines_carry_trace_ids_without_export() {
         outside.is_some_and(|v| v.get("trace_id").is_none()),
         "lines outside requests have no trace id"
     );
+}
+
+/// API keys, right or wrong, never reach the logs (nor `/metrics`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_never_appear_in_logs_or_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Binary::start(
+        &dir,
+        &[("DATA_API_KEYS", "s3cr3t-key-value"), ("RUST_LOG", "debug")],
+    );
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/data", bin.addr);
+    for key in ["s3cr3t-key-value", "wr0ng-key-value"] {
+        let _ = client
+            .post(&url)
+            .bearer_auth(key)
+            .json(&json!({"name": "k"}))
+            .send()
+            .await
+            .unwrap();
+    }
+    let metrics = client
+        .get(format!("http://{}/metrics", bin.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let logs = bin.stop().await;
+    assert!(logs.len() > 3, "debug logs were written");
+    for secret in ["s3cr3t", "wr0ng"] {
+        assert!(
+            !logs.iter().any(|l| l.contains(secret)),
+            "{secret} leaked into the logs"
+        );
+        assert!(!metrics.contains(secret), "{secret} leaked into /metrics");
+    }
 }

@@ -1,0 +1,112 @@
+//! API keys for writes. When keys are configured, POST/PUT/PATCH/DELETE need
+//! `Authorization: Bearer <key>` matching one of them (several at once, so keys can be rotated
+//! without downtime); reads stay public. Keys are compared in constant time and never logged.
+
+use poem_openapi::{SecurityScheme, auth::Bearer};
+
+use crate::error::AppError;
+
+/// API key for writes, sent as `Authorization: Bearer <key>`. Required by POST, PUT, PATCH and
+/// DELETE when the service is configured with keys; reads need none.
+#[derive(SecurityScheme)]
+#[oai(rename = "ApiKey", ty = "bearer")]
+pub struct ApiKeyBearer(Bearer);
+
+/// The credentials a write came with.
+#[derive(SecurityScheme)]
+pub enum WriteAuth {
+    ApiKey(ApiKeyBearer),
+    #[oai(fallback)]
+    Anonymous,
+}
+
+/// The configured keys; empty means writes are open.
+#[derive(Default, Clone)]
+pub struct ApiKeys {
+    keys: Vec<Vec<u8>>,
+}
+
+impl ApiKeys {
+    /// Keys from a comma-separated list and/or a file with one key per line (blank lines and
+    /// `#` comments ignored).
+    pub fn load(list: Option<&str>, file: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let mut keys: Vec<String> = list
+            .unwrap_or_default()
+            .split(',')
+            .map(|k| k.trim().to_owned())
+            .collect();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading API key file {}: {e}", path.display()))?;
+            keys.extend(
+                text.lines()
+                    .map(|l| l.trim().to_owned())
+                    .filter(|l| !l.starts_with('#')),
+            );
+        }
+        Ok(Self {
+            keys: keys
+                .into_iter()
+                .filter(|k| !k.is_empty())
+                .map(String::into_bytes)
+                .collect(),
+        })
+    }
+
+    /// Whether writes need a key.
+    pub fn enabled(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Admits a write: 401 without a key, 403 with a wrong one.
+    pub fn check(&self, auth: &WriteAuth) -> Result<(), AppError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let WriteAuth::ApiKey(ApiKeyBearer(Bearer { token })) = auth else {
+            return Err(AppError::Unauthorized);
+        };
+        // Check every key, without stopping at a match, so timing says nothing about which.
+        let matched = self
+            .keys
+            .iter()
+            .fold(false, |found, key| found | ct_eq(key, token.as_bytes()));
+        if matched {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden)
+        }
+    }
+}
+
+/// Constant-time equality (time depends only on the longer length).
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"abcd"));
+        assert!(!ct_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn loads_keys_from_list_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys");
+        std::fs::write(&file, "# rotated in 2026-11\nnew-key\n\n").unwrap();
+        let keys = ApiKeys::load(Some(" old-key , "), Some(&file)).unwrap();
+        assert_eq!(keys.keys, vec![b"old-key".to_vec(), b"new-key".to_vec()]);
+        assert!(!ApiKeys::load(None, None).unwrap().enabled());
+    }
+}
