@@ -8,6 +8,7 @@
 //! | `LOADTEST_HOT_IDS` | 100 | ids `MIN_ID..MIN_ID+HOT_IDS` form the hot set (`read_hot`, most of `mixed`) |
 //! | `LOADTEST_READ_WEIGHT` | 9 | `mixed`: weight of reads |
 //! | `LOADTEST_WRITE_WEIGHT` | 1 | `mixed`: weight of writes |
+//! | `LOADTEST_API_KEY` | unset | API key sent with writes (`Authorization: Bearer`) |
 
 use std::sync::OnceLock;
 
@@ -45,6 +46,17 @@ pub fn params() -> Params {
             write_weight: env("LOADTEST_WRITE_WEIGHT", 1),
         }
     })
+}
+
+/// `LOADTEST_API_KEY`: sent as `Authorization: Bearer` with writes, for a service with keys.
+fn api_key() -> Option<&'static str> {
+    static KEY: OnceLock<Option<String>> = OnceLock::new();
+    KEY.get_or_init(|| {
+        std::env::var("LOADTEST_API_KEY")
+            .ok()
+            .filter(|k| !k.is_empty())
+    })
+    .as_deref()
 }
 
 fn hot_id() -> i64 {
@@ -132,6 +144,11 @@ async fn call(
     expect: Expect<'_>,
 ) -> Result<Option<Value>, Box<TransactionError>> {
     let mut builder = user.get_request_builder(&method, path)?;
+    if method != GooseMethod::Get
+        && let Some(key) = api_key()
+    {
+        builder = builder.bearer_auth(key);
+    }
     if let Some(body) = body {
         builder = builder.json(body);
     }
