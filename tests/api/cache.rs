@@ -34,14 +34,7 @@ struct Read {
 /// Writers PUT and readers GET the same few ids concurrently; every read must show at least the
 /// newest version whose write was acknowledged before the read began, with that version's content.
 async fn no_stale_read_after_acknowledged_write(app: &TestApp) {
-    let mut ids = Vec::new();
-    for n in 0..3 {
-        ids.push(
-            app.create(json!({"name": format!("v1-{n}")})).await["id"]
-                .as_i64()
-                .unwrap(),
-        );
-    }
+    let ids = app.create_many(3, "v1").await;
     let acks = Arc::new(Mutex::new(Vec::<Ack>::new()));
     let reads = Arc::new(Mutex::new(Vec::<Read>::new()));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -11,14 +11,7 @@ use crate::helpers::TestApp;
 crate::on_both_backends!(conditional_writers_lose_no_update);
 
 async fn conditional_writers_lose_no_update(app: &TestApp) {
-    let mut ids = Vec::new();
-    for n in 0..2 {
-        ids.push(
-            app.create(json!({"name": format!("contended {n}")})).await["id"]
-                .as_i64()
-                .unwrap(),
-        );
-    }
+    let ids = app.create_many(2, "contended").await;
     let mut tasks = Vec::new();
     for c in 0..8 {
         let (client, base, ids) = (app.client.clone(), app.base.clone(), ids.clone());

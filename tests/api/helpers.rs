@@ -172,6 +172,27 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// Creates `n` items named `{prefix} {k}`; returns their ids in creation order.
+    pub async fn create_many(&self, n: usize, prefix: &str) -> Vec<i64> {
+        let mut ids = Vec::with_capacity(n);
+        for k in 0..n {
+            let item = self
+                .create(serde_json::json!({"name": format!("{prefix} {k}")}))
+                .await;
+            ids.push(item["id"].as_i64().expect("an id"));
+        }
+        ids
+    }
+
+    /// A separate single-connection handle on the app's database (to hold locks from outside).
+    pub async fn outside_connection(&self) -> sea_orm::DatabaseConnection {
+        let mut opts = sea_orm::ConnectOptions::new(self.database_url().to_owned());
+        opts.max_connections(1)
+            .min_connections(1)
+            .sqlx_logging(false);
+        Database::connect(opts).await.expect("outside connection")
+    }
+
     /// Creates an item and returns its body.
     pub async fn create(&self, body: Value) -> Value {
         let resp = self.send_json(Method::POST, "/data", &body).await;

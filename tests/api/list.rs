@@ -12,14 +12,7 @@ crate::on_both_backends!(
 );
 
 async fn pages_walk_all_items_in_id_order(app: &TestApp) {
-    let mut ids = Vec::new();
-    for n in 0..7 {
-        ids.push(
-            app.create(json!({"name": format!("item {n}")})).await["id"]
-                .as_i64()
-                .unwrap(),
-        );
-    }
+    let ids = app.create_many(7, "item").await;
     let mut seen = Vec::new();
     let mut path = "/data?limit=3".to_owned();
     let mut pages = 0;

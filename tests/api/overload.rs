@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use sea_orm::{ConnectionTrait, Database};
+use sea_orm::ConnectionTrait;
 use serde_json::json;
 
 use crate::helpers::{TestApp, problem};
@@ -17,11 +17,7 @@ async fn sqlite_write_lock_held_elsewhere_gives_quick_503() {
     let item = app.create(json!({"name": "x"})).await;
     let path = format!("/data/{}", item["id"]);
 
-    let mut opts = sea_orm::ConnectOptions::new(app.database_url().to_owned());
-    opts.max_connections(1)
-        .min_connections(1)
-        .sqlx_logging(false);
-    let other = Database::connect(opts).await.unwrap();
+    let other = app.outside_connection().await;
     other.execute_unprepared("BEGIN IMMEDIATE").await.unwrap();
 
     let started = Instant::now();
@@ -70,11 +66,7 @@ async fn postgres_pool_exhaustion_gives_quick_503() {
     let item = app.create(json!({"name": "x"})).await;
     let path = format!("/data/{}", item["id"]);
 
-    let mut opts = sea_orm::ConnectOptions::new(app.database_url().to_owned());
-    opts.max_connections(1)
-        .min_connections(1)
-        .sqlx_logging(false);
-    let locker = Database::connect(opts).await.unwrap();
+    let locker = app.outside_connection().await;
     locker.execute_unprepared("BEGIN").await.unwrap();
     locker
         .execute_unprepared("LOCK TABLE data_items IN ACCESS EXCLUSIVE MODE")
@@ -110,11 +102,7 @@ async fn postgres_pool_exhaustion_gives_quick_503() {
 /// Holds SQLite's write lock from another connection so that a PUT to `app` hangs in the
 /// database (up to its busy timeout); returns the connection, to `COMMIT` on.
 async fn hold_write_lock(app: &TestApp) -> sea_orm::DatabaseConnection {
-    let mut opts = sea_orm::ConnectOptions::new(app.database_url().to_owned());
-    opts.max_connections(1)
-        .min_connections(1)
-        .sqlx_logging(false);
-    let other = Database::connect(opts).await.unwrap();
+    let other = app.outside_connection().await;
     other.execute_unprepared("BEGIN IMMEDIATE").await.unwrap();
     other
 }
