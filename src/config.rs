@@ -206,6 +206,11 @@ pub struct HttpSettings {
     /// Env: DATA_API_KEY_FILE.
     #[arg(long, env = "DATA_API_KEY_FILE", global = true)]
     pub api_key_file: Option<std::path::PathBuf>,
+
+    /// Origins allowed to call the API from a browser (CORS), comma-separated, or `*` for any.
+    /// Unset: no CORS headers. Env: DATA_API_CORS_ORIGINS.
+    #[arg(long, env = "DATA_API_CORS_ORIGINS", global = true)]
+    pub cors_origins: Option<String>,
 }
 
 /// Log output.
@@ -275,6 +280,15 @@ pub struct MetricsSettings {
     /// How often pool and cache gauges are sampled. Env: DATA_API_METRICS_INTERVAL.
     #[arg(long, env = "DATA_API_METRICS_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration, global = true)]
     pub metrics_interval: Duration,
+
+    /// Require `Authorization: Bearer <token>` on `/metrics`. Env: DATA_API_METRICS_TOKEN.
+    #[arg(
+        long,
+        env = "DATA_API_METRICS_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub metrics_token: Option<String>,
 }
 
 /// How log lines are written.

@@ -115,7 +115,13 @@ impl App {
         let metrics_server = self.metrics_acceptor.map(|(acceptor, addr)| {
             tracing::info!(%addr, "serving /metrics");
             let mut stop = stop_rx.clone();
-            let ep = poem::Route::new().at("/metrics", api::metrics_endpoint(self.metrics.clone()));
+            let ep = poem::Route::new().at(
+                "/metrics",
+                api::metrics_endpoint(
+                    self.metrics.clone(),
+                    self.settings.metrics.metrics_token.clone(),
+                ),
+            );
             let stopped = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };

@@ -13,7 +13,10 @@ pub mod trace_context;
 
 use std::sync::{Arc, atomic::AtomicBool};
 
-use poem::{Endpoint, EndpointExt, Response, Route, endpoint::make_sync, get};
+use poem::{
+    Endpoint, EndpointExt, IntoResponse, Response, Route, endpoint::make_sync, get, http::Method,
+    middleware::Cors,
+};
 use poem_openapi::{OpenApiService, Tags};
 
 use crate::config::Settings;
@@ -69,8 +72,10 @@ pub fn routes(
     let limits = middleware::Limits::from_settings(&settings.http);
     let mut route = Route::new().at("/openapi.json", spec).nest("/docs", docs);
     if settings.metrics.metrics && settings.metrics.metrics_bind.is_none() {
-        route = route.at("/metrics", metrics_endpoint(metrics.clone()));
+        let token = settings.metrics.metrics_token.clone();
+        route = route.at("/metrics", metrics_endpoint(metrics.clone(), token));
     }
+    let cors = settings.http.cors_origins.as_deref().map(cors);
     let o = observe::Observe {
         metrics,
         spans: settings.trace.tracing,
@@ -79,6 +84,8 @@ pub fn routes(
     };
     route
         .nest("/", api)
+        // Inside the guard, so CORS refusals are answered as problem+json too.
+        .with_if(cors.is_some(), cors.unwrap_or_default())
         .around(move |ep, req| {
             let limits = limits.clone();
             async move { middleware::guard(&ep, req, &limits).await }
@@ -89,11 +96,60 @@ pub fn routes(
         })
 }
 
-/// `GET /metrics`: the Prometheus text exposition.
-pub fn metrics_endpoint(metrics: Arc<Metrics>) -> impl Endpoint + use<> {
-    get(make_sync(move |_| {
+/// `GET /metrics`: the Prometheus text exposition, behind a bearer token if one is set.
+pub fn metrics_endpoint(metrics: Arc<Metrics>, token: Option<String>) -> impl Endpoint + use<> {
+    get(make_sync(move |req| {
+        if let Some(token) = &token {
+            let given = req
+                .headers()
+                .get(poem::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default();
+            if !auth::ct_eq(given.as_bytes(), token.as_bytes()) {
+                let problem = crate::error::Problem::new(
+                    poem::http::StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "/metrics needs its bearer token".to_owned(),
+                );
+                return problem
+                    .into_response()
+                    .with_header("WWW-Authenticate", "Bearer")
+                    .into_response();
+            }
+        }
         Response::builder()
             .content_type("text/plain; version=0.0.4; charset=utf-8")
             .body(metrics.render())
     }))
+}
+
+/// CORS for the configured origins (`*`: any).
+fn cors(origins: &str) -> Cors {
+    let mut cors = Cors::new()
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            "content-type",
+            "authorization",
+            "if-match",
+            "if-none-match",
+            "traceparent",
+        ])
+        .expose_headers(["etag", "location", "traceparent", "retry-after"])
+        .max_age(600);
+    let list: Vec<&str> = origins
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty() && *o != "*")
+        .collect();
+    if !list.is_empty() {
+        cors = cors.allow_origins(list);
+    }
+    cors
 }

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod auth;
+mod browser;
 mod cache;
 mod concurrency;
 mod crud;

@@ -321,3 +321,32 @@ async fn metrics_can_be_turned_off() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_can_require_a_bearer_token() {
+    let app = TestApp::sqlite(|s| s.metrics.metrics_token = Some("scrape-secret".into())).await;
+    let without = app.get("/metrics").await;
+    assert_eq!(without.headers()["www-authenticate"], "Bearer");
+    crate::helpers::problem(without, 401).await;
+    let wrong = app
+        .request(Method::GET, "/metrics")
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::problem(wrong, 401).await;
+    let right = app
+        .request(Method::GET, "/metrics")
+        .bearer_auth("scrape-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    assert!(right.text().await.unwrap().contains("build_info"));
+    assert_eq!(
+        app.get("/health/live").await.status(),
+        200,
+        "only /metrics is guarded"
+    );
+    app.stop().await;
+}
