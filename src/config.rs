@@ -147,6 +147,11 @@ pub struct CacheSettings {
     /// Env: DATA_API_CACHE_NEGATIVE_TTL.
     #[arg(long, env = "DATA_API_CACHE_NEGATIVE_TTL", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
     pub cache_negative_ttl: Duration,
+
+    /// How long a POST's `Idempotency-Key` is remembered: a retry with the same key within it
+    /// gets the first answer instead of creating a second item. Env: DATA_API_IDEMPOTENCY_TTL.
+    #[arg(long, env = "DATA_API_IDEMPOTENCY_TTL", default_value = "24h", value_parser = humantime::parse_duration, global = true)]
+    pub idempotency_ttl: Duration,
 }
 
 /// HTTP behaviour.

@@ -75,6 +75,9 @@ pub enum AppError {
     /// 403: a write with an API key that is not one of the configured keys.
     #[error("the API key is not valid")]
     Forbidden,
+    /// 422: an `Idempotency-Key` reused with a different request body.
+    #[error("this Idempotency-Key was used with a different request body")]
+    KeyReused,
     /// 503 with `Retry-After`: more requests in flight than `--max-in-flight`.
     #[error("too many requests in flight")]
     Overloaded,
@@ -151,6 +154,11 @@ impl AppError {
                 Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", self.to_string())
             }
             Self::Forbidden => Problem::new(StatusCode::FORBIDDEN, "forbidden", self.to_string()),
+            Self::KeyReused => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                self.to_string(),
+            ),
             Self::Overloaded => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
@@ -222,6 +230,10 @@ impl ApiResponse for AppError {
                 ),
                 problem(403, "A write with an API key that is not valid."),
                 problem(413, "The request body is larger than the configured limit."),
+                problem(
+                    422,
+                    "`Idempotency-Key` reused with a different request body.",
+                ),
                 problem(415, "The request body is not `application/json`."),
                 problem(500, "An internal error; the cause is logged, not sent."),
                 problem(

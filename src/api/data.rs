@@ -103,10 +103,25 @@ impl DataApi {
     async fn create(
         &self,
         auth: WriteAuth,
+        /// Makes a retried create safe: a POST with a key seen in the last
+        /// `--idempotency-ttl` answers the item the first one created (a different body with
+        /// the same key is refused with 422).
+        #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255))]
+        idempotency_key: Header<Option<String>>,
         body: Json<ItemInput>,
     ) -> Result<CreateResponse, AppError> {
         self.keys.check(&auth)?;
-        let item = self.store.create(body.0.into_new()?).await?;
+        let new = body.0.into_new()?;
+        let item = match idempotency_key.0 {
+            Some(key) => {
+                let fingerprint = new.fingerprint();
+                self.store
+                    .create_once(key, fingerprint, new)
+                    .await?
+                    .map_err(|_| AppError::KeyReused)?
+            }
+            None => self.store.create(new).await?,
+        };
         let location = format!("/data/{}", item.id);
         Ok(CreateResponse::Created(
             Binary(item.body.clone()),

@@ -29,6 +29,8 @@ pub struct Store {
 
 struct Inner {
     db: Db,
+    /// Creates by `Idempotency-Key`: the request's fingerprint and the item it created.
+    idempotent: moka::future::Cache<String, (u64, Arc<CachedItem>)>,
     cache: Option<ItemCache>,
     cache_metrics: CacheMetrics,
     read_gate: Arc<Gate>,
@@ -66,9 +68,14 @@ impl Store {
             "sqlite"
         };
         let db_metrics = DbMetrics::new(metrics, system);
+        let idempotent = moka::future::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(c.idempotency_ttl)
+            .build();
         Self {
             inner: Arc::new(Inner {
                 db,
+                idempotent,
                 cache,
                 cache_metrics,
                 read_gate,
@@ -170,6 +177,34 @@ impl Store {
         .await
     }
 
+    /// Creates an item once per `key`: a retry with the same key and request (`fingerprint`)
+    /// gets the first item back, concurrent retries included; a different request with the same
+    /// key is refused.
+    pub async fn create_once(
+        &self,
+        key: String,
+        fingerprint: u64,
+        item: NewItem,
+    ) -> Result<Result<Arc<CachedItem>, KeyReused>, DbErr> {
+        use moka::ops::compute::{CompResult, Op};
+        let result = self
+            .inner
+            .idempotent
+            .entry(key)
+            .and_try_compute_with(|existing| async move {
+                match existing {
+                    Some(_) => Ok::<_, DbErr>(Op::Nop),
+                    None => Ok(Op::Put((fingerprint, self.create(item).await?))),
+                }
+            })
+            .await?;
+        Ok(match result {
+            CompResult::Inserted(e) | CompResult::ReplacedWith(e) => Ok(e.into_value().1),
+            CompResult::Unchanged(e) if e.value().0 == fingerprint => Ok(e.into_value().1),
+            _ => Err(KeyReused),
+        })
+    }
+
     /// Applies `changes` to item `id` if `pre` holds; bumps its version.
     pub async fn update(
         &self,
@@ -225,6 +260,10 @@ impl Store {
         i.db_metrics.run(DbOp::List, &i.read_gate, q).await
     }
 }
+
+/// An `Idempotency-Key` already used for a different request.
+#[derive(Debug)]
+pub struct KeyReused;
 
 /// Runs `fut` on its own task (in the caller's span and trace), so dropping the caller does not
 /// abort it halfway.

@@ -20,6 +20,18 @@ pub struct NewItem {
     pub payload: Option<Value>,
 }
 
+impl NewItem {
+    /// A hash of the request, to tell a retry from a different request with the same key.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.name.hash(&mut h);
+        self.description.hash(&mut h);
+        self.payload.as_ref().map(|p| p.to_string()).hash(&mut h);
+        h.finish()
+    }
+}
+
 /// A partial update: `None` leaves a field alone, `Some(None)` clears a nullable one.
 #[derive(Debug, Clone, Default)]
 pub struct Changes {

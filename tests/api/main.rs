@@ -8,6 +8,7 @@ mod cache;
 mod concurrency;
 mod crud;
 mod errors;
+mod idempotency;
 mod lifecycle;
 mod list;
 mod metrics;
