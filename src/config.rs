@@ -216,6 +216,11 @@ pub struct HttpSettings {
     /// Unset: no CORS headers. Env: DATA_API_CORS_ORIGINS.
     #[arg(long, env = "DATA_API_CORS_ORIGINS", global = true)]
     pub cors_origins: Option<String>,
+
+    /// Compress responses (gzip, deflate, brotli, zstd) when the client's `Accept-Encoding` asks
+    /// for it. Env: DATA_API_COMPRESSION.
+    #[arg(long, env = "DATA_API_COMPRESSION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub compression: bool,
 }
 
 /// Log output.

@@ -14,8 +14,11 @@ pub mod trace_context;
 use std::sync::{Arc, atomic::AtomicBool};
 
 use poem::{
-    Endpoint, EndpointExt, IntoResponse, Response, Route, endpoint::make_sync, get, http::Method,
-    middleware::Cors,
+    Endpoint, EndpointExt, IntoResponse, Response, Route,
+    endpoint::make_sync,
+    get,
+    http::Method,
+    middleware::{Compression, Cors},
 };
 use poem_openapi::{OpenApiService, Tags};
 
@@ -90,6 +93,7 @@ pub fn routes(
             let limits = limits.clone();
             async move { middleware::guard(&ep, req, &limits).await }
         })
+        .with_if(settings.http.compression, Compression::new())
         .around(move |ep, req| {
             let o = o.clone();
             async move { observe::observe(&ep, req, &o).await }

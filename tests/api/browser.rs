@@ -88,3 +88,52 @@ async fn cors_allows_configured_origins_only() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn responses_are_compressed_when_asked() {
+    let app = TestApp::sqlite(|_| {}).await;
+    for n in 0..20 {
+        app.create(serde_json::json!({"name": format!("compressible item {n}")}))
+            .await;
+    }
+    // A client that leaves bodies as sent (the workspace build enables reqwest's gzip support).
+    let raw = reqwest::Client::builder()
+        .no_gzip()
+        .no_brotli()
+        .no_zstd()
+        .no_deflate()
+        .build()
+        .unwrap();
+    let plain = raw.get(app.url("/data")).send().await.unwrap();
+    assert!(
+        plain.headers().get("content-encoding").is_none(),
+        "no Accept-Encoding, no compression"
+    );
+    let plain_len = plain.bytes().await.unwrap().len();
+    let gz = raw
+        .get(app.url("/data"))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gz.headers()["content-encoding"], "gzip");
+    let gz_len = gz.bytes().await.unwrap().len();
+    assert!(
+        gz_len < plain_len,
+        "gzip {gz_len} bytes < plain {plain_len}"
+    );
+    app.stop().await;
+
+    let off = TestApp::sqlite(|s| s.http.compression = false).await;
+    let resp = raw
+        .get(off.url("/data"))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.headers().get("content-encoding").is_none(),
+        "--compression false"
+    );
+    off.stop().await;
+}
