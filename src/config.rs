@@ -167,6 +167,26 @@ pub struct HttpSettings {
     )]
     pub body_limit: usize,
 
+    /// Longest accepted request target (path and query) in bytes; longer gets 414.
+    /// Env: DATA_API_MAX_URI_LENGTH.
+    #[arg(
+        long,
+        env = "DATA_API_MAX_URI_LENGTH",
+        default_value_t = 8_192,
+        global = true
+    )]
+    pub max_uri_length: usize,
+
+    /// Most bytes of request headers (names and values); more gets 431.
+    /// Env: DATA_API_MAX_HEADER_BYTES.
+    #[arg(
+        long,
+        env = "DATA_API_MAX_HEADER_BYTES",
+        default_value_t = 16_384,
+        global = true
+    )]
+    pub max_header_bytes: usize,
+
     /// `Cache-Control` sent with `GET /data/{id}`. Env: DATA_API_CACHE_CONTROL.
     #[arg(
         long,
@@ -328,6 +348,8 @@ mod tests {
         let cli = Cli::try_parse_from(["data-api"]).unwrap();
         let s = cli.settings;
         assert_eq!(s.http.body_limit, 1_048_576);
+        assert_eq!(s.http.max_uri_length, 8_192);
+        assert_eq!(s.http.max_header_bytes, 16_384);
         assert_eq!(s.db.db_acquire_timeout, Duration::from_secs(1));
         assert_eq!(s.cache.cache_capacity, 1_000);
         assert_eq!(s.cache.cache_ttl, Duration::from_secs(300));

@@ -66,6 +66,12 @@ pub enum AppError {
     /// 413: the body exceeds the configured limit.
     #[error("the request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// 414: the request target is longer than `--max-uri-length`.
+    #[error("the request target is longer than {0} bytes")]
+    UriTooLong(usize),
+    /// 431: the request headers are larger than `--max-header-bytes`.
+    #[error("the request headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
     /// 503 with `Retry-After`: the database could not be reached in time (pool exhausted or down).
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -143,6 +149,14 @@ impl AppError {
             Self::PayloadTooLarge(_) => Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
+                self.to_string(),
+            ),
+            Self::UriTooLong(_) => {
+                Problem::new(StatusCode::URI_TOO_LONG, "uri-too-long", self.to_string())
+            }
+            Self::HeadersTooLarge(_) => Problem::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers-too-large",
                 self.to_string(),
             ),
             Self::Unavailable(_) => Problem::new(
@@ -230,6 +244,14 @@ impl ApiResponse for AppError {
                 ),
                 problem(403, "A write with an API key that is not valid."),
                 problem(413, "The request body is larger than the configured limit."),
+                problem(
+                    414,
+                    "The request target (path and query) is longer than the configured limit.",
+                ),
+                problem(
+                    431,
+                    "The request headers are larger than the configured limit.",
+                ),
                 problem(
                     422,
                     "`Idempotency-Key` reused with a different request body.",

@@ -171,7 +171,12 @@ impl DataApi {
         #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
         /// Replace only if the item's current ETag is one of these (or `*`: if it exists).
-        #[oai(name = "If-Match")]
+        #[oai(
+            name = "If-Match",
+            validator(
+                pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)?[ \t]*$"#
+            )
+        )]
         if_match: Header<Option<String>>,
         body: Json<ItemInput>,
     ) -> Result<WriteResponse, AppError> {
@@ -201,7 +206,12 @@ impl DataApi {
         #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
         /// Update only if the item's current ETag is one of these (or `*`: if it exists).
-        #[oai(name = "If-Match")]
+        #[oai(
+            name = "If-Match",
+            validator(
+                pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)?[ \t]*$"#
+            )
+        )]
         if_match: Header<Option<String>>,
         body: Json<ItemPatch>,
     ) -> Result<WriteResponse, AppError> {
@@ -225,7 +235,12 @@ impl DataApi {
         #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
         /// Delete only if the item's current ETag is one of these (or `*`: if it exists).
-        #[oai(name = "If-Match")]
+        #[oai(
+            name = "If-Match",
+            validator(
+                pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)?[ \t]*$"#
+            )
+        )]
         if_match: Header<Option<String>>,
     ) -> Result<DeleteResponse, AppError> {
         self.keys.check(&auth)?;

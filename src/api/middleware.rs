@@ -24,6 +24,9 @@ pub async fn guard<E: Endpoint>(
     mut req: Request,
     limits: &Limits,
 ) -> poem::Result<Response> {
+    if let Err(e) = check_head(&req, limits) {
+        return Ok(e.as_response());
+    }
     let path = req.uri().path();
     let path_is_item = path.starts_with("/data/");
     let path_is_collection = path == "/data";
@@ -53,11 +56,56 @@ pub async fn guard<E: Endpoint>(
     })
 }
 
+/// Request headers whose value the service interprets: they must be visible ASCII, or a
+/// condition like `If-Match` would silently read as absent.
+const INTERPRETED_HEADERS: [&str; 10] = [
+    "if-match",
+    "if-none-match",
+    "authorization",
+    "idempotency-key",
+    "content-type",
+    "content-length",
+    "accept-encoding",
+    "origin",
+    "traceparent",
+    "tracestate",
+];
+
+/// The request head within the limits, and the headers we read legible; 414, 431 or 400 if not.
+fn check_head(req: &Request, limits: &Limits) -> Result<(), AppError> {
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > limits.uri {
+        return Err(AppError::UriTooLong(limits.uri));
+    }
+    let headers = req.headers();
+    let size: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if size > limits.headers {
+        return Err(AppError::HeadersTooLarge(limits.headers));
+    }
+    for name in INTERPRETED_HEADERS {
+        for value in headers.get_all(name) {
+            if value.to_str().is_err() {
+                return Err(AppError::BadRequest(format!(
+                    "header `{name}` must be visible ASCII"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Request limits.
 #[derive(Clone)]
 pub struct Limits {
     /// Largest body in bytes.
     pub body: usize,
+    /// Longest request target (path and query) in bytes.
+    pub uri: usize,
+    /// Most bytes of header names and values.
+    pub headers: usize,
     /// Permits for requests in flight; `None`: no cap.
     pub in_flight: Option<Arc<Semaphore>>,
     /// Longest a request may take; `None`: no limit.
@@ -68,6 +116,8 @@ impl Limits {
     pub fn from_settings(s: &crate::config::HttpSettings) -> Self {
         Self {
             body: s.body_limit,
+            uri: s.max_uri_length,
+            headers: s.max_header_bytes,
             in_flight: (s.max_in_flight > 0).then(|| Arc::new(Semaphore::new(s.max_in_flight))),
             timeout: (!s.request_timeout.is_zero()).then_some(s.request_timeout),
         }

@@ -8,6 +8,7 @@ pub mod health;
 pub mod middleware;
 pub mod models;
 pub mod observe;
+pub mod spec;
 pub mod text;
 pub mod trace_context;
 
@@ -70,8 +71,10 @@ pub fn routes(
     keys: auth::ApiKeys,
 ) -> impl Endpoint + use<> {
     let api = openapi(store, settings, shutting_down, keys);
-    let spec = api.spec_endpoint();
-    let docs = api.swagger_ui();
+    let raw = api.spec();
+    let document = spec::document(&raw);
+    let docs = spec::docs_endpoint(&api.swagger_ui_html(), &raw, &document);
+    let spec = spec::json_endpoint(document);
     let limits = middleware::Limits::from_settings(&settings.http);
     let mut route = Route::new().at("/openapi.json", spec).nest("/docs", docs);
     if settings.metrics.metrics && settings.metrics.metrics_bind.is_none() {

@@ -1,0 +1,161 @@
+//! Limits on the request head, and inputs that are malformed below the JSON level: each gets a
+//! clear 4xx (problem+json wherever the request reaches the app) and changes nothing.
+
+use std::io::{Read, Write};
+
+use reqwest::{Method, header::HeaderValue};
+use serde_json::json;
+
+use crate::helpers::{TestApp, problem};
+
+#[tokio::test]
+async fn long_targets_get_414_and_big_headers_431() {
+    let app = TestApp::sqlite(|s| {
+        s.http.max_uri_length = 200;
+        s.http.max_header_bytes = 2_000;
+    })
+    .await;
+    assert_eq!(
+        app.get(&format!("/data?x={}", "a".repeat(150)))
+            .await
+            .status(),
+        200
+    );
+    let p = problem(app.get(&format!("/data?x={}", "a".repeat(250))).await, 414).await;
+    assert_eq!(p["type"], "urn:problem:data-api:uri-too-long");
+    let big = app
+        .request(Method::GET, "/data")
+        .header("x-filler", "b".repeat(2_100))
+        .send()
+        .await
+        .unwrap();
+    let p = problem(big, 431).await;
+    assert_eq!(p["type"], "urn:problem:data-api:headers-too-large");
+    // Many small headers count together.
+    let mut many = app.request(Method::GET, "/data");
+    for i in 0..40 {
+        many = many.header(format!("x-h{i}"), "c".repeat(60));
+    }
+    problem(many.send().await.unwrap(), 431).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn default_limits_are_below_hypers() {
+    let app = TestApp::sqlite(|_| {}).await;
+    // hyper itself would take these; the app's defaults (8 KiB, 16 KiB) answer first.
+    problem(
+        app.get(&format!("/data?x={}", "a".repeat(9_000))).await,
+        414,
+    )
+    .await;
+    let big = app
+        .request(Method::GET, "/data")
+        .header("x-filler", "b".repeat(17_000))
+        .send()
+        .await
+        .unwrap();
+    problem(big, 431).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreadable_if_match_is_400_and_writes_nothing() {
+    let app = TestApp::sqlite(|_| {}).await;
+    let item = app.create(json!({"name": "kept"})).await;
+    let path = format!("/data/{}", item["id"]);
+    // Not ASCII: poem would read it as no header at all, turning a conditional write into an
+    // unconditional one.
+    let garbled = HeaderValue::from_bytes(b"\xc2\x84").unwrap();
+    let put = app
+        .request(Method::PUT, &path)
+        .header("if-match", garbled.clone())
+        .json(&json!({"name": "overwritten"}))
+        .send()
+        .await
+        .unwrap();
+    let p = problem(put, 400).await;
+    assert!(p["detail"].as_str().unwrap().contains("if-match"), "{p}");
+    let delete = app
+        .request(Method::DELETE, &path)
+        .header("if-match", garbled)
+        .send()
+        .await
+        .unwrap();
+    problem(delete, 400).await;
+    // Not an entity-tag list.
+    let put = app
+        .request(Method::PUT, &path)
+        .header("if-match", "1")
+        .json(&json!({"name": "overwritten"}))
+        .send()
+        .await
+        .unwrap();
+    problem(put, 400).await;
+    let now: serde_json::Value = app.get(&path).await.json().await.unwrap();
+    assert_eq!(now["name"], "kept");
+    assert_eq!(now["version"], 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn deeply_nested_json_is_400() {
+    let app = TestApp::sqlite(|_| {}).await;
+    let nested = |depth: usize| {
+        format!(
+            r#"{{"name": "deep", "payload": {}{}}}"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        )
+    };
+    let post = |body: String| {
+        app.request(Method::POST, "/data")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_eq!(post(nested(100)).await.unwrap().status(), 201);
+    let p = problem(post(nested(100_000)).await.unwrap(), 400).await;
+    assert_eq!(p["type"], "urn:problem:data-api:invalid-body");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_percent_encoding_is_400() {
+    let app = TestApp::sqlite(|_| {}).await;
+    for path in [
+        "/data/%FF",
+        "/data/1%FF",
+        "/data/%ZZ",
+        "/data?limit=%FF",
+        "/data?after=%G1",
+    ] {
+        problem(app.get(path).await, 400).await;
+    }
+    app.stop().await;
+}
+
+/// Raw bytes that are not valid in a request target never reach the app: hyper answers 400
+/// itself (without a problem body) and closes the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_ascii_request_targets_are_400_from_hyper() {
+    let app = TestApp::sqlite(|_| {}).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        conn.write_all(b"GET /data/\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = conn.read_to_end(&mut buf);
+        buf
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400"), "answered: {text}");
+    // The service is still there.
+    assert_eq!(app.get("/health/live").await.status(), 200);
+    app.stop().await;
+}
