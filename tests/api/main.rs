@@ -16,4 +16,5 @@ mod list;
 mod metrics;
 mod openapi;
 mod overload;
+mod shutdown;
 mod tracing;
