@@ -86,7 +86,7 @@ async fn load(base: String, ids: Vec<i64>, stop: Arc<AtomicBool>) -> Seen {
         let id = ids[turn % ids.len()];
         turn += 1;
         let url = format!("{base}/data/{id}");
-        let sent = if turn % 3 == 0 {
+        let sent = if turn.is_multiple_of(3) {
             client
                 .put(&url)
                 .json(&json!({"name": format!("load {turn}")}))
