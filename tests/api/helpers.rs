@@ -88,6 +88,13 @@ impl TestApp {
         Some(app)
     }
 
+    /// The app on a database the test provides itself (it is not dropped afterwards).
+    pub async fn on_url(url: &str, tweak: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = test_settings(url);
+        tweak(&mut settings);
+        Self::start(settings).await
+    }
+
     async fn start(settings: Settings) -> Self {
         let app = App::build(settings.clone()).await.expect("app builds");
         let base = format!("http://127.0.0.1:{}", app.port());

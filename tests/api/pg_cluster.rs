@@ -1,0 +1,141 @@
+//! A throwaway PostgreSQL cluster for fault tests: `initdb` under a temp dir, on a free port,
+//! started and stopped at will, so the shared server is never touched. As root (CI) the server
+//! runs as the `postgres` user, since initdb refuses root.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+pub struct Cluster {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl Cluster {
+    /// Creates the cluster (not started), or says why it cannot be done here.
+    pub fn create() -> Result<Self, String> {
+        let bin = server_bin_dir().ok_or("no PostgreSQL server binaries (initdb) found")?;
+        let as_postgres = is_root();
+        if as_postgres && !Path::new("/usr/sbin/runuser").exists() {
+            return Err("running as root without runuser".into());
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("dataapi-pg-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let cluster = Self {
+            bin,
+            dir,
+            port,
+            as_postgres,
+        };
+        if as_postgres {
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(cluster.dir.path()))?;
+        }
+        let data = cluster.data();
+        cluster.tool(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        )?;
+        Ok(cluster)
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn start(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.tool(
+            "pg_ctl",
+            &["-D", &self.data(), "-l", &log, "-o", &opts, "-w", "start"],
+        )
+        .expect("starting the throwaway PostgreSQL");
+    }
+
+    /// Stops the server the way `systemctl stop` does (fast: sessions are terminated).
+    pub fn stop(&self) {
+        self.tool("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"])
+            .expect("stopping the throwaway PostgreSQL");
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn tool(&self, name: &str, args: &[&str]) -> Result<Output, String> {
+        let exe = self.bin.join(name);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("/usr/sbin/runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        };
+        run(cmd.args(args))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.tool("pg_ctl", &["-D", &self.data(), "-m", "immediate", "stop"]);
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<Output, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(format!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// `$PG_BIN`, or the newest `/usr/lib/postgresql/*/bin` with an initdb.
+fn server_bin_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("PG_BIN") {
+        return Some(dir.into());
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").is_file())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
