@@ -135,27 +135,42 @@ async fn bad_percent_encoding_is_400() {
     app.stop().await;
 }
 
-/// Raw bytes that are not valid in a request target never reach the app: hyper answers 400
-/// itself (without a problem body) and closes the connection.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn non_ascii_request_targets_are_400_from_hyper() {
-    let app = TestApp::sqlite(|_| {}).await;
+/// Sends `raw` on a fresh connection and returns everything the server answers.
+async fn raw_exchange(app: &TestApp, raw: Vec<u8>) -> String {
     let addr = app.base.trim_start_matches("http://").to_owned();
     let answer = tokio::task::spawn_blocking(move || {
         let mut conn = std::net::TcpStream::connect(addr).unwrap();
         conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .unwrap();
-        conn.write_all(b"GET /data/\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
+        conn.write_all(&raw).unwrap();
         let mut buf = Vec::new();
         let _ = conn.read_to_end(&mut buf);
         buf
     })
     .await
     .unwrap();
-    let text = String::from_utf8_lossy(&answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// What never reaches the app: raw bytes that are not valid in a request target, and more
+/// than 100 header fields. hyper answers itself (400, 431; no problem body) and closes the
+/// connection; the service goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_refuses_what_it_cannot_parse() {
+    let app = TestApp::sqlite(|_| {}).await;
+    let text = raw_exchange(
+        &app,
+        b"GET /data/\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+    )
+    .await;
     assert!(text.starts_with("HTTP/1.1 400"), "answered: {text}");
-    // The service is still there.
+    let mut many = b"GET /data HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".to_vec();
+    for i in 0..120 {
+        many.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let text = raw_exchange(&app, many).await;
+    assert!(text.starts_with("HTTP/1.1 431"), "answered: {text}");
     assert_eq!(app.get("/health/live").await.status(), 200);
     app.stop().await;
 }
