@@ -77,22 +77,18 @@ fn check_head(req: &Request, limits: &Limits) -> Result<(), AppError> {
     if target > limits.uri {
         return Err(AppError::UriTooLong(limits.uri));
     }
-    let headers = req.headers();
-    let size: usize = headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len())
-        .sum();
+    // One pass, no lookups: this runs on every request.
+    let mut size = 0;
+    for (name, value) in req.headers() {
+        size += name.as_str().len() + value.len();
+        if value.to_str().is_err() && INTERPRETED_HEADERS.contains(&name.as_str()) {
+            return Err(AppError::BadRequest(format!(
+                "header `{name}` must be visible ASCII"
+            )));
+        }
+    }
     if size > limits.headers {
         return Err(AppError::HeadersTooLarge(limits.headers));
-    }
-    for name in INTERPRETED_HEADERS {
-        for value in headers.get_all(name) {
-            if value.to_str().is_err() {
-                return Err(AppError::BadRequest(format!(
-                    "header `{name}` must be visible ASCII"
-                )));
-            }
-        }
     }
     Ok(())
 }
