@@ -174,3 +174,35 @@ async fn hyper_refuses_what_it_cannot_parse() {
     assert_eq!(app.get("/health/live").await.status(), 200);
     app.stop().await;
 }
+
+/// Compressed request bodies are inflated as they are read, and the body limit counts the
+/// inflated bytes: a small gzip bomb gets 413 at once, a normal gzip body is accepted.
+#[tokio::test]
+async fn gzip_bodies_are_limited_after_inflating() {
+    use flate2::{Compression, write::GzEncoder};
+    let gzip = |raw: &[u8]| {
+        let mut enc = GzEncoder::new(Vec::new(), Compression::best());
+        enc.write_all(raw).unwrap();
+        enc.finish().unwrap()
+    };
+    let app = TestApp::sqlite(|_| {}).await;
+    let post = |body: Vec<u8>| {
+        app.request(Method::POST, "/data")
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(body)
+            .send()
+    };
+    let ok = post(gzip(br#"{"name": "zipped"}"#)).await.unwrap();
+    assert_eq!(ok.status(), 201);
+    let mut big = br#"{"name": ""#.to_vec();
+    big.resize(big.len() + 50_000_000, b'a');
+    big.extend_from_slice(br#""}"#);
+    let bomb = gzip(&big);
+    assert!(bomb.len() < 100_000, "the bomb is small: {}", bomb.len());
+    let p = problem(post(bomb).await.unwrap(), 413).await;
+    assert_eq!(p["type"], "urn:problem:data-api:payload-too-large");
+    let p = problem(post(b"not gzip".to_vec()).await.unwrap(), 400).await;
+    assert!(p["detail"].as_str().unwrap().contains("gzip"), "{p}");
+    app.stop().await;
+}
