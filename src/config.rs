@@ -200,6 +200,12 @@ pub struct HttpSettings {
     #[arg(long, env = "DATA_API_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub drain_timeout: Duration,
 
+    /// Closes a connection that has sent and received nothing for this long (idle keep-alive
+    /// connections, and clients that connect and send nothing); a request being handled is not
+    /// cut short. 0s: never. Env: DATA_API_IDLE_TIMEOUT.
+    #[arg(long, env = "DATA_API_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
+    pub idle_timeout: Duration,
+
     /// How long `/health/ready` waits for the database before answering 503.
     /// Env: DATA_API_READY_TIMEOUT.
     #[arg(long, env = "DATA_API_READY_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration, global = true)]
@@ -246,7 +252,7 @@ pub struct HttpSettings {
 /// Log output.
 #[derive(Debug, Clone, Args)]
 pub struct LogSettings {
-    /// Log line format. Env: DATA_API_LOG_FORMAT. The filter comes from RUST_LOG (default `info`).
+    /// Log line format. Env: DATA_API_LOG_FORMAT. The filter comes from RUST_LOG (default `info,poem::server=warn`).
     #[arg(long, env = "DATA_API_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
     pub log_format: LogFormat,
 }
@@ -350,6 +356,7 @@ mod tests {
         assert_eq!(s.http.body_limit, 1_048_576);
         assert_eq!(s.http.max_uri_length, 8_192);
         assert_eq!(s.http.max_header_bytes, 16_384);
+        assert_eq!(s.http.idle_timeout, Duration::from_secs(60));
         assert_eq!(s.db.db_acquire_timeout, Duration::from_secs(1));
         assert_eq!(s.cache.cache_capacity, 1_000);
         assert_eq!(s.cache.cache_ttl, Duration::from_secs(300));

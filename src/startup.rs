@@ -130,7 +130,11 @@ impl App {
             )
         });
         tracing::info!(addr = %self.addr, "listening");
-        let served = Server::new_with_acceptor(self.acceptor)
+        let mut server = Server::new_with_acceptor(self.acceptor);
+        if !self.settings.http.idle_timeout.is_zero() {
+            server = server.idle_timeout(self.settings.http.idle_timeout);
+        }
+        let served = server
             .run_with_graceful_shutdown(routes, signal, Some(self.settings.http.drain_timeout))
             .await;
         sampler.abort();

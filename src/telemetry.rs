@@ -44,7 +44,8 @@ impl TelemetryGuard {
 /// Installs the global subscriber. Call once, from `main`, inside the tokio runtime.
 pub fn init(log: &LogSettings, trace: &TraceSettings) -> anyhow::Result<TelemetryGuard> {
     let log_filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info"))
+        // poem logs each connection closed for inactivity at info: noise at any traffic.
+        .unwrap_or_else(|_| EnvFilter::new("info,poem::server=warn"))
         // The request span exists for export; log lines get its ids from the task-local.
         .add_directive("data_api::http=off".parse()?);
     let fmt_layer = match log.log_format {

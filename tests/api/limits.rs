@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 
 use reqwest::{Method, header::HeaderValue};
+use sea_orm::ConnectionTrait;
 use serde_json::json;
 
 use crate::helpers::{TestApp, problem};
@@ -204,5 +205,48 @@ async fn gzip_bodies_are_limited_after_inflating() {
     assert_eq!(p["type"], "urn:problem:data-api:payload-too-large");
     let p = problem(post(b"not gzip".to_vec()).await.unwrap(), 400).await;
     assert!(p["detail"].as_str().unwrap().contains("gzip"), "{p}");
+    app.stop().await;
+}
+
+/// A connection that sends nothing (or stops after a request) is closed after the idle
+/// timeout; one request taking longer than that is not cut short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed() {
+    let app =
+        TestApp::sqlite(|s| s.http.idle_timeout = std::time::Duration::from_millis(300)).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let closed_after = tokio::task::spawn_blocking(move || {
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 16];
+        // EOF (0 bytes) when the server closes; an error if it is still open after 5 s.
+        let read = conn.read(&mut buf);
+        (read.ok(), started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        closed_after.0,
+        Some(0),
+        "the idle connection was not closed"
+    );
+    assert!(closed_after.1 < std::time::Duration::from_secs(3));
+
+    // A write stuck behind another process's SQLite lock for the 1 s acquire timeout is quiet
+    // for longer than the idle timeout, and still gets its answer.
+    let id = app.create_many(1, "idle").await[0];
+    let locker = app.outside_connection().await;
+    locker.execute_unprepared("BEGIN IMMEDIATE").await.unwrap();
+    let resp = app
+        .send_json(
+            Method::PUT,
+            &format!("/data/{id}"),
+            &json!({"name": "late"}),
+        )
+        .await;
+    assert_eq!(resp.status(), 503);
+    locker.execute_unprepared("ROLLBACK").await.unwrap();
     app.stop().await;
 }
