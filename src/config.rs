@@ -200,6 +200,17 @@ pub struct HttpSettings {
     #[arg(long, env = "DATA_API_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub drain_timeout: Duration,
 
+    /// Most connections open at once; at the cap new ones wait in the kernel's backlog until
+    /// one closes. Keep it below the file descriptor limit (`ulimit -n`). 0: no cap.
+    /// Env: DATA_API_MAX_CONNECTIONS.
+    #[arg(
+        long,
+        env = "DATA_API_MAX_CONNECTIONS",
+        default_value_t = 4_096,
+        global = true
+    )]
+    pub max_connections: usize,
+
     /// Closes a connection that has sent and received nothing for this long (idle keep-alive
     /// connections, and clients that connect and send nothing); a request being handled is not
     /// cut short. 0s: never. Env: DATA_API_IDLE_TIMEOUT.
@@ -357,6 +368,7 @@ mod tests {
         assert_eq!(s.http.max_uri_length, 8_192);
         assert_eq!(s.http.max_header_bytes, 16_384);
         assert_eq!(s.http.idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.http.max_connections, 4_096);
         assert_eq!(s.db.db_acquire_timeout, Duration::from_secs(1));
         assert_eq!(s.cache.cache_capacity, 1_000);
         assert_eq!(s.cache.cache_ttl, Duration::from_secs(300));

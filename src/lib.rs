@@ -4,6 +4,8 @@
 pub mod api;
 /// Command-line flags and environment settings.
 pub mod config;
+/// The cap on open connections.
+pub mod connections;
 /// The error type and RFC 9457 problem details.
 pub mod error;
 /// Prometheus metrics: names, registry, the pool gate.

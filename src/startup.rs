@@ -20,6 +20,7 @@ use poem::{
 use crate::{
     api,
     config::Settings,
+    connections::Capped,
     metrics::Metrics,
     store::{self, Store},
 };
@@ -130,7 +131,8 @@ impl App {
             )
         });
         tracing::info!(addr = %self.addr, "listening");
-        let mut server = Server::new_with_acceptor(self.acceptor);
+        let capped = Capped::new(self.acceptor, self.settings.http.max_connections);
+        let mut server = Server::new_with_acceptor(capped);
         if !self.settings.http.idle_timeout.is_zero() {
             server = server.idle_timeout(self.settings.http.idle_timeout);
         }

@@ -250,3 +250,28 @@ async fn idle_connections_are_closed() {
     locker.execute_unprepared("ROLLBACK").await.unwrap();
     app.stop().await;
 }
+
+/// At `--max-connections` the server stops accepting: a further client waits (in the kernel's
+/// backlog) and is served as soon as an open connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_wait_for_a_free_place() {
+    let app = TestApp::sqlite(|s| s.http.max_connections = 2).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let first = std::net::TcpStream::connect(&addr).unwrap();
+    let _second = std::net::TcpStream::connect(&addr).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let third = tokio::spawn(reqwest::get(app.url("/health/live")));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection was served at a cap of 2"
+    );
+    drop(first);
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(5), third)
+        .await
+        .expect("served once a place was free")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    app.stop().await;
+}
