@@ -14,23 +14,32 @@ use poem::{
     listener::Acceptor,
     web::{LocalAddr, RemoteAddr},
 };
+
+use crate::metrics::{Metrics, names};
+use metrics::Gauge;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     sync::{OwnedSemaphorePermit, Semaphore},
 };
 
-/// An acceptor that holds at most `max` connections open (`None`: no cap).
+/// An acceptor that holds at most `max` connections open (`None`: no cap), counting them in
+/// the `http_server_open_connections` gauge.
 pub struct Capped<A> {
     inner: A,
     permits: Option<Arc<Semaphore>>,
+    open: Gauge,
 }
 
 impl<A> Capped<A> {
     /// `max` 0 means no cap.
-    pub fn new(inner: A, max: usize) -> Self {
+    pub fn new(inner: A, max: usize, metrics: &Metrics) -> Self {
+        metrics
+            .gauge(names::HTTP_SERVER_CONNECTION_LIMIT, &[])
+            .set(max as f64);
         Self {
             inner,
             permits: (max > 0).then(|| Arc::new(Semaphore::new(max))),
+            open: metrics.gauge(names::HTTP_SERVER_OPEN_CONNECTIONS, &[]),
         }
     }
 }
@@ -55,9 +64,11 @@ impl<A: Acceptor> Acceptor for Capped<A> {
             None => None,
         };
         let (io, local, remote, scheme) = self.inner.accept().await?;
+        self.open.increment(1.0);
         let io = CappedIo {
             io,
             _permit: permit,
+            open: self.open.clone(),
         };
         Ok((io, local, remote, scheme))
     }
@@ -67,6 +78,13 @@ impl<A: Acceptor> Acceptor for Capped<A> {
 pub struct CappedIo<T> {
     io: T,
     _permit: Option<OwnedSemaphorePermit>,
+    open: Gauge,
+}
+
+impl<T> Drop for CappedIo<T> {
+    fn drop(&mut self) {
+        self.open.decrement(1.0);
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for CappedIo<T> {

@@ -131,7 +131,8 @@ impl App {
             )
         });
         tracing::info!(addr = %self.addr, "listening");
-        let capped = Capped::new(self.acceptor, self.settings.http.max_connections);
+        let max = self.settings.http.max_connections;
+        let capped = Capped::new(self.acceptor, max, &self.metrics);
         let mut server = Server::new_with_acceptor(capped);
         if !self.settings.http.idle_timeout.is_zero() {
             server = server.idle_timeout(self.settings.http.idle_timeout);

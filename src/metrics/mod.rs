@@ -190,7 +190,7 @@ impl Metrics {
         let Some(r) = &self.recorder else { return };
         metrics::with_local_recorder(r, || self.process.describe());
         let s = Some(Unit::Seconds);
-        let described: [(&'static str, Option<Unit>, &'static str, u8); 17] = [
+        let described: [(&'static str, Option<Unit>, &'static str, u8); 19] = [
             (
                 HTTP_SERVER_REQUEST_DURATION,
                 s,
@@ -201,6 +201,18 @@ impl Metrics {
                 HTTP_SERVER_ACTIVE_REQUESTS,
                 None,
                 "HTTP requests being handled now.",
+                1,
+            ),
+            (
+                HTTP_SERVER_OPEN_CONNECTIONS,
+                None,
+                "Client connections open now.",
+                1,
+            ),
+            (
+                HTTP_SERVER_CONNECTION_LIMIT,
+                None,
+                "Configured maximum of open client connections (0: no cap).",
                 1,
             ),
             (

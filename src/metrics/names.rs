@@ -6,6 +6,10 @@
 pub const HTTP_SERVER_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
 /// Gauge: requests being handled right now.
 pub const HTTP_SERVER_ACTIVE_REQUESTS: &str = "http_server_active_requests";
+/// Gauge: client connections open now (each holds a place under `--max-connections`).
+pub const HTTP_SERVER_OPEN_CONNECTIONS: &str = "http_server_open_connections";
+/// Gauge: the configured `--max-connections` (0: no cap).
+pub const HTTP_SERVER_CONNECTION_LIMIT: &str = "http_server_connection_limit";
 
 /// Counter: item cache lookups by `result` (`hit`, `miss`); a coalesced request counts as a miss.
 pub const CACHE_GETS: &str = "cache_gets_total";

@@ -12,6 +12,8 @@ use crate::helpers::{TestApp, skip};
 const FAMILIES: &[&str] = &[
     "http_server_request_duration_seconds",
     "http_server_active_requests",
+    "http_server_open_connections",
+    "http_server_connection_limit",
     "cache_gets_total",
     "cache_load_coalesced_total",
     "cache_evictions_total",
@@ -160,6 +162,9 @@ async fn values_follow_traffic(app: &TestApp) {
     assert!(value(&text, "db_client_connection_max", &[]) >= 1.0);
     // The active-requests gauge counts the scrape itself.
     assert_eq!(value(&text, "http_server_active_requests", &[]), 1.0);
+    // ... over at least its own connection, under the default cap.
+    assert!(value(&text, "http_server_open_connections", &[]) >= 1.0);
+    assert_eq!(value(&text, "http_server_connection_limit", &[]), 4096.0);
     assert!(value(&text, "process_resident_memory_bytes", &[]) > 0.0);
     // Gauges are sampled on an interval.
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
