@@ -36,12 +36,12 @@ pub struct ItemDoc {
 #[oai(deny_unknown_fields)]
 pub struct ItemInput {
     /// Display name, 1 to 255 characters.
-    #[oai(validator(min_length = 1, max_length = 255))]
+    #[oai(validator(min_length = 1, max_length = 255, pattern = r"^[^\x00]*$"))]
     pub name: Text,
     /// Free text, up to 10,000 characters.
-    #[oai(validator(max_length = 10000))]
+    #[oai(validator(max_length = 10000, pattern = r"^[^\x00]*$"))]
     pub description: Option<Text>,
-    /// Any JSON value, up to 64 KiB serialized.
+    /// Any JSON value, up to 64 KiB serialized; no string or key in it may contain U+0000.
     pub payload: Option<Value>,
 }
 
@@ -51,12 +51,12 @@ pub struct ItemInput {
 #[oai(deny_unknown_fields)]
 pub struct ItemPatch {
     /// New display name, 1 to 255 characters; cannot be null.
-    #[oai(validator(min_length = 1, max_length = 255))]
+    #[oai(validator(min_length = 1, max_length = 255, pattern = r"^[^\x00]*$"))]
     pub name: MaybeUndefined<Text>,
     /// New description (up to 10,000 characters), or `null` to clear it.
-    #[oai(validator(max_length = 10000))]
+    #[oai(validator(max_length = 10000, pattern = r"^[^\x00]*$"))]
     pub description: MaybeUndefined<Text>,
-    /// New payload (up to 64 KiB serialized), or `null` to clear it.
+    /// New payload (up to 64 KiB serialized, no U+0000 in any string or key), or `null` to clear it.
     pub payload: MaybeUndefined<Value>,
 }
 
@@ -122,7 +122,23 @@ impl ItemPatch {
     }
 }
 
+/// Whether `v` has a string or object key containing U+0000, which PostgreSQL cannot store
+/// (in `text` or `jsonb`); it is refused on every backend so data stays portable.
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
 fn check_payload(payload: Option<&Value>) -> Result<(), AppError> {
+    if payload.is_some_and(has_nul) {
+        return Err(AppError::BadRequest(
+            "field `payload` must not contain the character U+0000".to_owned(),
+        ));
+    }
     let size = payload.map_or(0, |v| serde_json::to_vec(v).map_or(usize::MAX, |b| b.len()));
     if size > MAX_PAYLOAD_BYTES {
         return Err(AppError::BadRequest(format!(

@@ -9,7 +9,9 @@ crate::on_both_backends!(
     invalid_bodies_are_400,
     invalid_ids_are_400,
     routing_errors_are_problems,
-    body_limit_is_413
+    body_limit_is_413,
+    nul_characters_are_400,
+    extreme_numbers_round_trip
 );
 
 async fn invalid_bodies_are_400(app: &TestApp) {
@@ -132,4 +134,68 @@ async fn body_limit_is_413(app: &TestApp) {
         .body(ok);
     assert_eq!(resp.send().await.unwrap().status(), 201);
     small.stop_shared().await;
+}
+
+/// PostgreSQL cannot store U+0000 in text or jsonb; it is refused up front on both backends,
+/// with nothing stored, instead of failing in the database with a 500.
+async fn nul_characters_are_400(app: &TestApp) {
+    let before = app
+        .get("/data")
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    for body in [
+        json!({"name": "a\u{0}b"}),
+        json!({"name": "x", "description": "\u{0}"}),
+        json!({"name": "x", "payload": {"k": ["ok", "x\u{0}"]}}),
+        json!({"name": "x", "payload": {"k\u{0}": 1}}),
+    ] {
+        let p = problem(app.send_json(Method::POST, "/data", &body).await, 400).await;
+        assert!(p["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+    let item = app.create(json!({"name": "x"})).await;
+    let path = format!("/data/{}", item["id"]);
+    let patch = json!({"payload": "\u{0}"});
+    problem(app.send_json(Method::PATCH, &path, &patch).await, 400).await;
+    let after = app
+        .get("/data")
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let count = |page: &serde_json::Value| page["items"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        count(&after),
+        count(&before) + 1,
+        "only the valid item was stored"
+    );
+}
+
+/// Numbers at the edges of f64 and i64/u64 are stored and read back as sent. (PostgreSQL's
+/// jsonb prints f64::MAX as a 309-digit integer, which serde_json's default parser rounded
+/// out of range: the item could be created but never read.)
+async fn extreme_numbers_round_trip(app: &TestApp) {
+    let payload = json!({
+        "max": f64::MAX,
+        "min": f64::MIN,
+        "tiny": 5e-324,
+        "u": u64::MAX,
+        "i": i64::MIN,
+        "frac": 0.1,
+    });
+    let item = app
+        .create(json!({"name": "edges", "payload": payload}))
+        .await;
+    // A second app has nothing cached, so its GET reads the database.
+    let fresh = TestApp::start_like(app, |_| {}).await;
+    let resp = fresh.get(&format!("/data/{}", item["id"])).await;
+    assert_eq!(resp.status(), 200);
+    let got: serde_json::Value = resp.json().await.unwrap();
+    for key in ["max", "min", "tiny", "frac"] {
+        assert_eq!(got["payload"][key].as_f64(), payload[key].as_f64(), "{key}");
+    }
+    assert_eq!(got["payload"]["u"].as_u64(), Some(u64::MAX));
+    assert_eq!(got["payload"]["i"].as_i64(), Some(i64::MIN));
+    fresh.stop_shared().await;
 }
