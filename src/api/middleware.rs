@@ -1,4 +1,5 @@
-//! HTTP middleware: the request body limit, and turning every error (ours, poem's and
+//! The request guard: head limits (target and header size, legible headers), the in-flight
+//! cap, the body limit and the request timeout; and turning every error (ours, poem's and
 //! poem-openapi's) into `application/problem+json`.
 
 use poem::{
@@ -10,20 +11,31 @@ use poem_openapi::error::{
     ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError,
 };
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use poem::error::ResponseError;
 use tokio::sync::Semaphore;
 
 use crate::error::{AppError, Problem};
 
-/// Buffers bodies of POST/PUT/PATCH up to `limit` bytes (413 beyond, chunked bodies included);
-/// then converts any error into problem+json.
-pub async fn guard<E: Endpoint>(
-    ep: &E,
-    mut req: Request,
-    limits: &Limits,
-) -> poem::Result<Response> {
+/// `inner` behind the request limits, with every error answered as problem+json.
+pub struct Guarded<E> {
+    pub inner: E,
+    pub limits: Limits,
+}
+
+impl<E: Endpoint> Endpoint for Guarded<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        guard(&self.inner, req, &self.limits).await
+    }
+}
+
+/// Checks the head, takes an in-flight permit, buffers bodies of POST/PUT/PATCH up to the body
+/// limit (413 beyond, chunked bodies included), applies the timeout; then converts any error
+/// into problem+json.
+async fn guard<E: Endpoint>(ep: &E, mut req: Request, limits: &Limits) -> poem::Result<Response> {
     if let Err(e) = check_head(&req, limits) {
         return Ok(e.as_response());
     }
@@ -32,7 +44,7 @@ pub async fn guard<E: Endpoint>(
     let path_is_collection = path == "/data";
     let exempt = path.starts_with("/health/") || path == "/metrics";
     let _permit = match &limits.in_flight {
-        Some(permits) if !exempt => match permits.clone().try_acquire_owned() {
+        Some(permits) if !exempt => match permits.try_acquire() {
             Ok(permit) => Some(permit),
             Err(_) => return Ok(AppError::Overloaded.as_response()),
         },
@@ -94,7 +106,6 @@ fn check_head(req: &Request, limits: &Limits) -> Result<(), AppError> {
 }
 
 /// Request limits.
-#[derive(Clone)]
 pub struct Limits {
     /// Largest body in bytes.
     pub body: usize,
@@ -103,7 +114,7 @@ pub struct Limits {
     /// Most bytes of header names and values.
     pub headers: usize,
     /// Permits for requests in flight; `None`: no cap.
-    pub in_flight: Option<Arc<Semaphore>>,
+    pub in_flight: Option<Semaphore>,
     /// Longest a request may take; `None`: no limit.
     pub timeout: Option<Duration>,
 }
@@ -114,7 +125,7 @@ impl Limits {
             body: s.body_limit,
             uri: s.max_uri_length,
             headers: s.max_header_bytes,
-            in_flight: (s.max_in_flight > 0).then(|| Arc::new(Semaphore::new(s.max_in_flight))),
+            in_flight: (s.max_in_flight > 0).then(|| Semaphore::new(s.max_in_flight)),
             timeout: (!s.request_timeout.is_zero()).then_some(s.request_timeout),
         }
     }

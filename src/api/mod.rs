@@ -88,19 +88,17 @@ pub fn routes(
         access_log: settings.trace.access_log,
         export: settings.trace.exports(),
     };
-    route
-        .nest("/", api)
-        // Inside the guard, so CORS refusals are answered as problem+json too.
-        .with_if(cors.is_some(), cors.unwrap_or_default())
-        .around(move |ep, req| {
-            let limits = limits.clone();
-            async move { middleware::guard(&ep, req, &limits).await }
-        })
-        .with_if(settings.http.compression, Compression::new())
-        .around(move |ep, req| {
-            let o = o.clone();
-            async move { observe::observe(&ep, req, &o).await }
-        })
+    let guarded = middleware::Guarded {
+        // CORS inside the guard, so its refusals are answered as problem+json too.
+        inner: route
+            .nest("/", api)
+            .with_if(cors.is_some(), cors.unwrap_or_default()),
+        limits,
+    };
+    observe::Observed {
+        inner: guarded.with_if(settings.http.compression, Compression::new()),
+        observe: o,
+    }
 }
 
 /// `GET /metrics`: the Prometheus text exposition, behind a bearer token if one is set.

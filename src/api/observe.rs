@@ -31,8 +31,21 @@ use crate::telemetry::{TRACE, TraceIds};
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
+/// `inner`, measured, traced and logged as `observe` says.
+pub struct Observed<E> {
+    pub inner: E,
+    pub observe: Observe,
+}
+
+impl<E: Endpoint> Endpoint for Observed<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        observe(&self.inner, req, &self.observe).await
+    }
+}
+
 /// What the observe middleware records.
-#[derive(Clone)]
 pub struct Observe {
     pub metrics: Arc<Metrics>,
     pub spans: bool,
@@ -42,7 +55,7 @@ pub struct Observe {
 }
 
 /// Runs `ep` for `req`, measured, traced and logged as configured.
-pub async fn observe<E: Endpoint>(ep: &E, req: Request, o: &Observe) -> poem::Result<Response> {
+async fn observe<E: Endpoint>(ep: &E, req: Request, o: &Observe) -> poem::Result<Response> {
     let started = Instant::now();
     let route = route_of(req.uri().path());
     let method = method_of(req.method());

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
@@ -66,14 +65,7 @@ async fn conditional_writers_lose_no_update(app: &TestApp) {
             versions, expected,
             "item {id}: every acknowledged write has its own version, none lost"
         );
-        let last: Value = app
-            .request(Method::GET, &format!("/data/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let last: Value = app.get(&format!("/data/{id}")).await.json().await.unwrap();
         assert_eq!(
             last["version"].as_i64(),
             versions.last().copied().or(Some(1))

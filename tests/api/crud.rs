@@ -171,6 +171,12 @@ async fn if_match_guards_writes(app: &TestApp) {
 
     problem(put("\"9\"").send().await.unwrap(), 412).await;
     problem(put("W/\"1\"").send().await.unwrap(), 412).await;
+    // An empty list matches nothing: refused, never read as "no condition".
+    let empty = app
+        .request(Method::PUT, &path)
+        .header("If-Match", "")
+        .json(&json!({"name": "empty"}));
+    problem(empty.send().await.unwrap(), 412).await;
     let ok = put("\"1\"").send().await.unwrap();
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.headers()["etag"], "\"2\"");

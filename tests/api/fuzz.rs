@@ -5,21 +5,16 @@
 
 use std::{path::PathBuf, process::Command};
 
-use crate::helpers::{TestApp, skip};
+use crate::helpers::{TestApp, skip, which};
 
 const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz/schemathesis.toml");
 const KEY: &str = "fuzz-key";
 
 /// `$SCHEMATHESIS`, or `schemathesis` on the `PATH`.
 fn schemathesis() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("SCHEMATHESIS") {
-        return Some(path.into());
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("schemathesis"))
-            .find(|p| p.is_file())
-    })
+    std::env::var_os("SCHEMATHESIS")
+        .map(PathBuf::from)
+        .or_else(|| which("schemathesis"))
 }
 
 crate::on_both_backends!(schemathesis_finds_no_failures);

@@ -53,6 +53,15 @@ pub fn skip(why: &str) {
     );
 }
 
+/// `tool` on the `PATH`, for tests that drive an outside program.
+pub fn which(tool: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(tool))
+            .find(|p| p.is_file())
+    })
+}
+
 /// Settings for tests: port 0, quiet, small pools.
 fn test_settings(url: &str) -> Settings {
     let mut s = Settings::defaults_for(url);

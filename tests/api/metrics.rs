@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{TestApp, skip};
+use crate::helpers::{TestApp, skip, which};
 
 /// Every family the README documents.
 const FAMILIES: &[&str] = &[
@@ -250,7 +250,7 @@ async fn cardinality_stays_fixed(app: &TestApp) {
 }
 
 async fn output_passes_promtool(app: &TestApp) {
-    let Ok(promtool) = which("promtool") else {
+    let Some(promtool) = which("promtool") else {
         skip("promtool is not installed (Debian package `prometheus`)");
         return;
     };
@@ -278,16 +278,6 @@ async fn output_passes_promtool(app: &TestApp) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn which(tool: &str) -> Result<std::path::PathBuf, ()> {
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|p| p.join(tool))
-                .find(|p| p.is_file())
-        })
-        .ok_or(())
 }
 
 #[tokio::test]
