@@ -20,10 +20,12 @@ fn bench(c: &mut Criterion) {
     );
     let db = rt.block_on(async {
         let mut settings = Settings::defaults_for(&url);
-        settings.db.db_min_connections = Some(1);
-        let db = store::db::connect(&url, &settings.db).await.unwrap();
+        settings.db.min_connections = Some(1);
+        let db = store::db::connect(&settings.db).await.unwrap();
         Migrator::up(&db.write, None).await.unwrap();
-        data_api::seed::run(&db, 10, 10, true).await.unwrap();
+        data_api::seed::insert(&db, 10, 10, &indicatif::ProgressBar::hidden())
+            .await
+            .unwrap();
         db
     });
     // A subscriber like production's: INFO to a sink.
@@ -39,8 +41,8 @@ fn bench(c: &mut Criterion) {
         ("all_on", true, true),
     ] {
         let mut settings = Settings::defaults_for(&url);
-        settings.metrics.metrics = metrics_on;
-        settings.trace.tracing = spans;
+        settings.metrics.enabled = metrics_on;
+        settings.trace.enabled = spans;
         settings.trace.access_log = false;
         let metrics = Arc::new(Metrics::new(metrics_on));
         let store = Store::new(db.clone(), &settings, &metrics);
@@ -50,7 +52,8 @@ fn bench(c: &mut Criterion) {
             Arc::new(AtomicBool::new(false)),
             metrics,
             Default::default(),
-        );
+        )
+        .unwrap();
         rt.block_on(async {
             ep.call(Request::builder().uri_str("/data/3").finish())
                 .await

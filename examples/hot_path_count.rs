@@ -30,12 +30,12 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         let _guard = data_api::telemetry::init(&log.log, &log.trace)?;
         let mut settings = Settings::defaults_for(&url);
-        settings.metrics.metrics = metrics_on;
-        settings.trace.tracing = spans;
+        settings.metrics.enabled = metrics_on;
+        settings.trace.enabled = spans;
         settings.trace.access_log = false;
-        let db = store::db::connect(&url, &settings.db).await?;
+        let db = store::db::connect(&settings.db).await?;
         Migrator::up(&db.write, None).await?;
-        data_api::seed::run(&db, 10, 10, true).await?;
+        data_api::seed::insert(&db, 10, 10, &indicatif::ProgressBar::hidden()).await?;
         let metrics = Arc::new(Metrics::new(metrics_on));
         let store = Store::new(db, &settings, &metrics);
         let ep = api::routes(
@@ -44,7 +44,7 @@ fn main() -> anyhow::Result<()> {
             Arc::new(AtomicBool::new(false)),
             metrics,
             Default::default(),
-        );
+        )?;
         for _ in 0..n {
             let resp = ep
                 .call(Request::builder().uri_str("/data/3").finish())

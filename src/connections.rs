@@ -15,7 +15,7 @@ use poem::{
     web::{LocalAddr, RemoteAddr},
 };
 
-use crate::metrics::{Metrics, names};
+use crate::metrics::{Metrics, catalog};
 use metrics::Gauge;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -34,12 +34,12 @@ impl<A> Capped<A> {
     /// `max` 0 means no cap.
     pub fn new(inner: A, max: usize, metrics: &Metrics) -> Self {
         metrics
-            .gauge(names::HTTP_SERVER_CONNECTION_LIMIT, &[])
+            .gauge(&catalog::HTTP_SERVER_CONNECTION_LIMIT, &[])
             .set(max as f64);
         Self {
             inner,
             permits: (max > 0).then(|| Arc::new(Semaphore::new(max))),
-            open: metrics.gauge(names::HTTP_SERVER_OPEN_CONNECTIONS, &[]),
+            open: metrics.gauge(&catalog::HTTP_SERVER_OPEN_CONNECTIONS, &[]),
         }
     }
 }

@@ -1,22 +1,34 @@
-//! One error type for the whole service, answered as RFC 9457 `application/problem+json`.
+//! One error type for the whole service, and the one place where every failure — ours, poem's
+//! and poem-openapi's — becomes an RFC 9457 `application/problem+json` response.
 //!
 //! Clients get a type, title, status and a detail they can act on; internal causes (SQL, panics)
 //! are logged and never sent.
 
-use poem::{IntoResponse, Response, error::ResponseError, http::StatusCode};
+use poem::{
+    IntoResponse, Response,
+    error::{MethodNotAllowedError, NotFoundError, ResponseError},
+    http::{StatusCode, header},
+};
 use poem_openapi::{
     ApiResponse, Object,
+    error::{ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError},
     registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
     types::Type,
 };
 use sea_orm::DbErr;
 use serde::Serialize;
 
+use crate::api::route::ApiRoute;
+use crate::store::DbFailure;
+
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Seconds a client should wait before retrying a 503.
 pub const RETRY_AFTER_SECS: &str = "1";
+
+/// What an internal error is answered with; the cause goes to the log.
+const INTERNAL_DETAIL: &str = "An internal error occurred; it has been logged.";
 
 /// An RFC 9457 problem details object.
 #[derive(Debug, Clone, Object, Serialize)]
@@ -45,10 +57,12 @@ impl Problem {
             detail: detail.into(),
         }
     }
+}
 
-    /// The problem as a complete response.
-    pub fn into_response(self) -> Response {
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        // A struct of strings and a number always serializes.
         let body = serde_json::to_vec(&self).unwrap_or_default();
         Response::builder()
             .status(status)
@@ -63,41 +77,41 @@ pub enum AppError {
     /// 400: the request is malformed or fails validation.
     #[error("{0}")]
     BadRequest(String),
-    /// 413: the body exceeds the configured limit.
-    #[error("the request body exceeds the limit of {0} bytes")]
-    PayloadTooLarge(usize),
-    /// 414: the request target is longer than `--max-uri-length`.
-    #[error("the request target is longer than {0} bytes")]
-    UriTooLong(usize),
-    /// 431: the request headers are larger than `--max-header-bytes`.
-    #[error("the request headers are larger than {0} bytes")]
-    HeadersTooLarge(usize),
-    /// 503 with `Retry-After`: the database could not be reached in time (pool exhausted or down).
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
     /// 401 with `WWW-Authenticate`: a write without an API key while keys are configured.
     #[error("this operation needs an API key: Authorization: Bearer <key>")]
     Unauthorized,
     /// 403: a write with an API key that is not one of the configured keys.
     #[error("the API key is not valid")]
     Forbidden,
+    /// 413: the body exceeds the configured limit.
+    #[error("the request body exceeds the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 414: the request target is longer than `--max-uri-length`.
+    #[error("the request target is longer than {0} bytes")]
+    UriTooLong(usize),
     /// 422: an `Idempotency-Key` reused with a different request body.
     #[error("this Idempotency-Key was used with a different request body")]
     KeyReused,
+    /// 431: the request headers are larger than `--max-header-bytes`.
+    #[error("the request headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
+    /// 500: anything else; logged with its cause, answered with generic text.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// 503 with `Retry-After`: the database could not be reached in time (pool exhausted or down).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// 503 with `Retry-After`: more requests in flight than `--max-in-flight`.
     #[error("too many requests in flight")]
     Overloaded,
     /// 503 with `Retry-After`: the request took longer than `--request-timeout`.
     #[error("the request took longer than {0:?}")]
     TimedOut(std::time::Duration),
-    /// 500: anything else; logged with its cause, answered with generic text.
-    #[error("internal error: {0}")]
-    Internal(String),
 }
 
 impl From<DbErr> for AppError {
     fn from(err: DbErr) -> Self {
-        if is_unavailable(&err) {
+        if DbFailure::of(&err).is_unavailable() {
             Self::Unavailable(err.to_string())
         } else {
             Self::Internal(err.to_string())
@@ -105,94 +119,55 @@ impl From<DbErr> for AppError {
     }
 }
 
-/// Whether `err` means the database cannot serve now (pool exhausted, down, busy, read-only)
-/// rather than a fault in the query: such errors are answered 503 with `Retry-After`.
-pub fn is_unavailable(err: &DbErr) -> bool {
-    use sea_orm::{RuntimeErr, sqlx::Error as Sqlx};
-    match err {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            matches!(
-                e.as_ref(),
-                Sqlx::PoolTimedOut
-                    | Sqlx::PoolClosed
-                    | Sqlx::Io(_)
-                    | Sqlx::Tls(_)
-                    | Sqlx::WorkerCrashed
-            ) || is_busy(e.as_ref())
-        }
-        _ => false,
-    }
-}
-
-/// SQLite busy/locked/read-only, or PostgreSQL shutting down or out of connections.
-fn is_busy(e: &sea_orm::sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .is_some_and(|code| {
-            matches!(
-                code.as_ref(),
-                // SQLite: BUSY, LOCKED, READONLY and their extended codes.
-                "5" | "6" | "8" | "517" | "261" | "262" | "773" | "1032" | "264" | "520" | "776"
-            // PostgreSQL: admin/crash shutdown, cannot connect now, too many connections.
-            | "57P01" | "57P02" | "57P03" | "53300" | "08006" | "08003" | "08001"
-            )
-        })
-}
-
 impl AppError {
-    fn problem(&self) -> Problem {
+    /// The `urn:problem:data-api:` slug of the problem type.
+    const fn slug(&self) -> &'static str {
         match self {
-            Self::BadRequest(d) => {
-                Problem::new(StatusCode::BAD_REQUEST, "invalid-request", d.clone())
+            Self::BadRequest(_) => "invalid-request",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::PayloadTooLarge(_) => "payload-too-large",
+            Self::UriTooLong(_) => "uri-too-long",
+            Self::KeyReused => "idempotency-key-reused",
+            Self::HeadersTooLarge(_) => "headers-too-large",
+            Self::Internal(_) => "internal",
+            Self::Unavailable(_) => "unavailable",
+            Self::Overloaded => "overloaded",
+            Self::TimedOut(_) => "timeout",
+        }
+    }
+
+    /// What the client is told: our own words, never an internal cause.
+    fn detail(&self) -> String {
+        match self {
+            Self::BadRequest(d) => d.clone(),
+            Self::Internal(_) => INTERNAL_DETAIL.to_owned(),
+            Self::Unavailable(_) => {
+                "The database is unavailable or busy; retry shortly.".to_owned()
             }
-            Self::PayloadTooLarge(_) => Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                self.to_string(),
-            ),
-            Self::UriTooLong(_) => {
-                Problem::new(StatusCode::URI_TOO_LONG, "uri-too-long", self.to_string())
+            Self::Overloaded => {
+                "The service is handling as many requests as it allows; retry shortly.".to_owned()
             }
-            Self::HeadersTooLarge(_) => Problem::new(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "headers-too-large",
-                self.to_string(),
-            ),
-            Self::Unavailable(_) => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "The database is unavailable or busy; retry shortly.".to_owned(),
-            ),
-            Self::Unauthorized => {
-                Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", self.to_string())
-            }
-            Self::Forbidden => Problem::new(StatusCode::FORBIDDEN, "forbidden", self.to_string()),
-            Self::KeyReused => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency-key-reused",
-                self.to_string(),
-            ),
-            Self::Overloaded => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "The service is handling as many requests as it allows; retry shortly.".to_owned(),
-            ),
-            Self::TimedOut(_) => {
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", self.to_string())
-            }
-            Self::Internal(_) => Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "An internal error occurred; it has been logged.".to_owned(),
-            ),
+            other => other.to_string(),
         }
     }
 }
 
 impl ResponseError for AppError {
     fn status(&self) -> StatusCode {
-        StatusCode::from_u16(self.problem().status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable(_) | Self::Overloaded | Self::TimedOut(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
     }
 
     fn as_response(&self) -> Response {
@@ -201,22 +176,50 @@ impl ResponseError for AppError {
             Self::Internal(cause) => tracing::error!(%cause, "answering 500"),
             _ => {}
         }
-        let resp = self.problem().into_response();
-        if matches!(self, Self::Unauthorized) {
-            return resp
-                .with_header("WWW-Authenticate", "Bearer")
-                .into_response();
+        let resp = Problem::new(self.status(), self.slug(), self.detail()).into_response();
+        match self {
+            Self::Unauthorized => resp.with_header(header::WWW_AUTHENTICATE, "Bearer"),
+            Self::Unavailable(_) | Self::Overloaded | Self::TimedOut(_) => {
+                resp.with_header(header::RETRY_AFTER, RETRY_AFTER_SECS)
+            }
+            _ => return resp,
         }
-        if matches!(
-            self,
-            Self::Unavailable(_) | Self::Overloaded | Self::TimedOut(_)
-        ) {
-            resp.with_header("Retry-After", RETRY_AFTER_SECS)
-                .into_response()
-        } else {
-            resp
-        }
+        .into_response()
     }
+}
+
+/// Any error that left an endpoint (ours, poem's or poem-openapi's) as problem+json; `route`
+/// is what the request was for, so a 405 can say which methods it allows.
+pub fn problem_for(err: poem::Error, route: ApiRoute) -> Response {
+    if err.is::<AppError>() {
+        return err.into_response();
+    }
+    let status = err.status();
+    let detail = err.to_string();
+    let (slug, detail) = if err.is::<NotFoundError>() {
+        ("no-route", "no such route".to_owned())
+    } else if err.is::<MethodNotAllowedError>() {
+        let allow = route.allow();
+        let p = Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            format!("this route allows {allow}"),
+        );
+        return p.with_header(header::ALLOW, allow).into_response();
+    } else if err.is::<ParsePathError>() || err.is::<ParseParamError>() {
+        // poem-openapi names path parameters by position; ours is the item id.
+        ("invalid-parameter", detail.replace("`param0`", "`id`"))
+    } else if err.is::<ParseRequestPayloadError>() {
+        ("invalid-body", detail)
+    } else if err.is::<ContentTypeError>() {
+        ("unsupported-media-type", detail)
+    } else if status.is_server_error() {
+        tracing::error!(error = %detail, "unhandled server error");
+        ("internal", INTERNAL_DETAIL.to_owned())
+    } else {
+        ("http-error", detail)
+    };
+    Problem::new(status, slug, detail).into_response()
 }
 
 /// The error responses every operation can give, for the OpenAPI document.

@@ -8,13 +8,13 @@ pub mod config;
 pub mod connections;
 /// The error type and RFC 9457 problem details.
 pub mod error;
-/// Prometheus metrics: names, registry, the pool gate.
+/// Prometheus metrics: the catalog of families, the registry, HTTP label values.
 pub mod metrics;
 /// `data-api seed`: synthetic items for load tests.
 pub mod seed;
 /// Building and running the server, and stopping it gracefully.
 pub mod startup;
-/// Database access and the item cache.
+/// Database access: pools, queries, the item cache and its coherence.
 pub mod store;
-/// Logging and OpenTelemetry tracing.
+/// Logging, OpenTelemetry tracing and W3C trace context.
 pub mod telemetry;

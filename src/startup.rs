@@ -19,7 +19,7 @@ use poem::{
 
 use crate::{
     api,
-    config::Settings,
+    config::{DbSettings, Settings},
     connections::Capped,
     metrics::Metrics,
     store::{self, Store},
@@ -40,23 +40,24 @@ pub struct App {
 impl App {
     /// Connects to the database, applies migrations (unless turned off) and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = store::db::connect(&settings.database_url, &settings.db).await?;
-        if settings.db.migrate_on_start {
+        let db = store::db::connect(&settings.db).await?;
+        tracing::info!(database = %store::db::describe(&settings.db.url), "connected");
+        if settings.server.migrate_on_start {
             Migrator::up(&db.write, None)
                 .await
                 .context("applying migrations")?;
         }
-        let http = &settings.http;
+        let auth = &settings.auth;
         let keys =
-            api::auth::ApiKeys::load(http.api_keys.as_deref(), http.api_key_file.as_deref())?;
+            api::auth::ApiKeys::load(auth.api_keys.as_deref(), auth.api_key_file.as_deref())?;
         if keys.enabled() {
             tracing::info!("writes need an API key");
         }
-        let metrics = Arc::new(Metrics::new(settings.metrics.metrics));
+        let metrics = Arc::new(Metrics::new(settings.metrics.enabled));
         let store = Store::new(db, &settings, &metrics);
-        let (acceptor, addr) = bind(settings.bind).await?;
-        let metrics_acceptor = match settings.metrics.metrics_bind {
-            Some(at) if settings.metrics.metrics => Some(bind(at).await?),
+        let (acceptor, addr) = bind(settings.server.bind).await?;
+        let metrics_acceptor = match settings.metrics.bind {
+            Some(at) if settings.metrics.enabled => Some(bind(at).await?),
             _ => None,
         };
         Ok(Self {
@@ -81,11 +82,6 @@ impl App {
         self.addr.port()
     }
 
-    /// The address actually bound.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// Serves until `shutdown` resolves; then readiness fails at once, the listener closes,
     /// in-flight requests get up to the drain timeout, and the pool is closed.
     pub async fn run_until_stopped(
@@ -98,7 +94,7 @@ impl App {
             self.shutting_down.clone(),
             self.metrics.clone(),
             self.keys.clone(),
-        );
+        )?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let flag = self.shutting_down.clone();
         let signal = async move {
@@ -107,7 +103,7 @@ impl App {
             let _ = stop_tx.send(true);
             tracing::info!("shutting down: draining in-flight requests");
         };
-        let every = self.settings.metrics.metrics_interval;
+        let every = self.settings.metrics.interval;
         let sampler = tokio::spawn(sample_metrics(
             self.store.clone(),
             self.metrics.clone(),
@@ -118,10 +114,7 @@ impl App {
             let mut stop = stop_rx.clone();
             let ep = poem::Route::new().at(
                 "/metrics",
-                api::metrics_endpoint(
-                    self.metrics.clone(),
-                    self.settings.metrics.metrics_token.clone(),
-                ),
+                api::metrics_endpoint(self.metrics.clone(), self.settings.metrics.token.clone()),
             );
             let stopped = async move {
                 let _ = stop.wait_for(|s| *s).await;
@@ -131,14 +124,14 @@ impl App {
             )
         });
         tracing::info!(addr = %self.addr, "listening");
-        let max = self.settings.http.max_connections;
-        let capped = Capped::new(self.acceptor, max, &self.metrics);
+        let s = &self.settings.server;
+        let capped = Capped::new(self.acceptor, s.max_connections, &self.metrics);
         let mut server = Server::new_with_acceptor(capped);
-        if !self.settings.http.idle_timeout.is_zero() {
-            server = server.idle_timeout(self.settings.http.idle_timeout);
+        if !s.idle_timeout.is_zero() {
+            server = server.idle_timeout(s.idle_timeout);
         }
         let served = server
-            .run_with_graceful_shutdown(routes, signal, Some(self.settings.http.drain_timeout))
+            .run_with_graceful_shutdown(routes, signal, Some(s.drain_timeout))
             .await;
         sampler.abort();
         if let Some(server) = metrics_server {
@@ -200,8 +193,8 @@ pub async fn shutdown_signal() {
 }
 
 /// `data-api migrate`: applies pending migrations unless `status_only`, then reports each one.
-pub async fn migrate(settings: &Settings, status_only: bool) -> anyhow::Result<()> {
-    let db = store::db::connect(&settings.database_url, &settings.db).await?;
+pub async fn migrate(settings: &DbSettings, status_only: bool) -> anyhow::Result<()> {
+    let db = store::db::connect(settings).await?;
     if !status_only {
         Migrator::up(&db.write, None)
             .await

@@ -22,14 +22,14 @@ use crate::scenarios;
 #[command(name = "loadtests compare")]
 struct Args {
     /// Database: `sqlite` (a temporary file) or `postgres` (a temporary database).
-    #[arg(long, default_value = "sqlite")]
-    db: String,
+    #[arg(long, value_enum, default_value_t = Backend::Sqlite)]
+    db: Backend,
     /// PostgreSQL server to create the temporary database on.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     postgres_url: String,
     /// Cache setting(s) to run with: `on`, `off` or `both`.
-    #[arg(long, default_value = "both")]
-    cache: String,
+    #[arg(long, value_enum, default_value_t = CacheRuns::Both)]
+    cache: CacheRuns,
     /// Scenarios to run, comma-separated.
     #[arg(long, default_value = "read_hot,read_cold,mixed,write,lifecycle")]
     scenarios: String,
@@ -62,6 +62,32 @@ struct Args {
     tolerance: f64,
 }
 
+/// Which database the service runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    /// A temporary SQLite file.
+    Sqlite,
+    /// A temporary database on `--postgres-url`'s server.
+    Postgres,
+}
+
+impl Backend {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// Which cache settings to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CacheRuns {
+    On,
+    Off,
+    Both,
+}
+
 /// One line of the table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
@@ -82,27 +108,32 @@ pub struct Row {
 pub async fn run(argv: Vec<String>) -> anyhow::Result<()> {
     let args = Args::parse_from(argv);
     ensure_binary(&args.bin)?;
-    let caches: Vec<&str> = match args.cache.as_str() {
-        "both" => vec!["on", "off"],
-        "on" => vec!["on"],
-        "off" => vec!["off"],
-        other => bail!("--cache must be on, off or both, not {other}"),
+    let caches: &[&str] = match args.cache {
+        CacheRuns::Both => &["on", "off"],
+        CacheRuns::On => &["on"],
+        CacheRuns::Off => &["off"],
     };
     let wanted: Vec<&str> = args.scenarios.split(',').map(str::trim).collect();
-    // SAFETY: set once, before goose starts any user thread.
-    unsafe {
-        std::env::set_var("LOADTEST_MAX_ID", args.items.to_string());
-        std::env::set_var("LOADTEST_HOT_IDS", args.hot.to_string());
-    }
+    scenarios::configure(scenarios::Params {
+        max_id: i64::try_from(args.items).context("--items is too large")?,
+        hot_ids: i64::try_from(args.hot).context("--hot is too large")?,
+        ..scenarios::Params::from_env()
+    });
     let mut rows = Vec::new();
-    for cache in caches {
+    for &cache in caches {
         let server = Server::start(&args, cache == "on")?;
         server.wait_ready().await?;
         for name in &wanted {
             let before = server.scrape().await?;
             let metrics = attack(&server.base, name, &args).await?;
             let after = server.scrape().await?;
-            let row = row(&args.db, cache, name, &metrics, hit_ratio(&before, &after));
+            let row = row(
+                args.db.as_str(),
+                cache,
+                name,
+                &metrics,
+                hit_ratio(&before, &after),
+            );
             print_row(&row, rows.is_empty());
             rows.push(row);
         }
@@ -280,12 +311,12 @@ struct Server {
 impl Server {
     fn start(args: &Args, cache: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let (url, drop_db) = match args.db.as_str() {
-            "sqlite" => (
+        let (url, drop_db) = match args.db {
+            Backend::Sqlite => (
                 format!("sqlite://{}?mode=rwc", dir.path().join("load.db").display()),
                 None,
             ),
-            "postgres" => {
+            Backend::Postgres => {
                 let name = format!("dataapi_lt_{}", std::process::id());
                 psql(
                     &args.postgres_url,
@@ -301,19 +332,18 @@ impl Server {
                     Some((args.postgres_url.clone(), name)),
                 )
             }
-            other => bail!("--db must be sqlite or postgres, not {other}"),
         };
         println!(
             "seeding {} items ({} database, cache {})",
             args.items,
-            args.db,
+            args.db.as_str(),
             if cache { "on" } else { "off" }
         );
         let seeded = Command::new(&args.bin)
             .args([
+                "seed",
                 "--database-url",
                 &url,
-                "seed",
                 "--items",
                 &args.items.to_string(),
             ])

@@ -15,6 +15,7 @@ async fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("compare") {
         return compare::run(std::env::args().skip(1).collect()).await;
     }
+    scenarios::configure(scenarios::Params::from_env());
     let mut attack = GooseAttack::initialize()?;
     for scenario in scenarios::all()? {
         attack = attack.register_scenario(scenario);

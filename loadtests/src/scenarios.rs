@@ -1,5 +1,7 @@
 //! The scenarios. Every request checks its status and body, so a wrong answer counts as a failure,
-//! not a success. Parameters come from the environment (goose owns the command line):
+//! not a success. Parameters are set once with `configure` before goose starts: `loadtests`
+//! reads them from the environment (goose owns the command line), `loadtests compare` from its
+//! own flags:
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
@@ -33,19 +35,40 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// The parameters, read from the environment once.
-pub fn params() -> Params {
-    static P: OnceLock<Params> = OnceLock::new();
-    *P.get_or_init(|| {
-        let min_id = env("LOADTEST_MIN_ID", 1).max(1);
-        Params {
-            min_id,
-            max_id: env("LOADTEST_MAX_ID", 10_000).max(min_id),
-            hot_ids: env("LOADTEST_HOT_IDS", 100).max(1),
+impl Params {
+    /// The parameters the `LOADTEST_*` variables give, with their defaults.
+    pub fn from_env() -> Self {
+        Self {
+            min_id: env("LOADTEST_MIN_ID", 1),
+            max_id: env("LOADTEST_MAX_ID", 10_000),
+            hot_ids: env("LOADTEST_HOT_IDS", 100),
             read_weight: env("LOADTEST_READ_WEIGHT", 9),
             write_weight: env("LOADTEST_WRITE_WEIGHT", 1),
         }
-    })
+    }
+
+    /// Ids at least 1, a range of at least one id, a hot set of at least one.
+    fn normalized(self) -> Self {
+        let min_id = self.min_id.max(1);
+        Self {
+            min_id,
+            max_id: self.max_id.max(min_id),
+            hot_ids: self.hot_ids.max(1),
+            ..self
+        }
+    }
+}
+
+static PARAMS: OnceLock<Params> = OnceLock::new();
+
+/// Sets the parameters for every scenario; the first call wins (call it before goose starts).
+pub fn configure(params: Params) {
+    let _ = PARAMS.set(params.normalized());
+}
+
+/// The configured parameters (the environment's, if `configure` was never called).
+pub fn params() -> Params {
+    *PARAMS.get_or_init(|| Params::from_env().normalized())
 }
 
 /// `LOADTEST_API_KEY`: sent as `Authorization: Bearer` with writes, for a service with keys.

@@ -14,7 +14,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-"$bin_a" --database-url "$url" seed --items 1000 --quiet >/dev/null
+"$bin_a" seed --database-url "$url" --items 1000 --quiet >/dev/null
 start() {  # start <binary> <port> <flags...>
   local bin=$1 port=$2; shift 2
   RUST_LOG=info "$bin" --database-url "$url" --bind "127.0.0.1:$port" --access-log false "$@" >/dev/null &

@@ -24,7 +24,7 @@ cleanup() {
 trap cleanup EXIT
 bin=target/release/data-api
 [[ -x $bin ]] || cargo build --release -q
-$bin --database-url "$url" seed --items $rows --quiet >/dev/null
+$bin seed --database-url "$url" --items $rows --quiet >/dev/null
 
 serve() {  # serve <cache capacity>
   [[ -n "${pid:-}" ]] && { kill "$pid"; wait "$pid" 2>/dev/null || true; }

@@ -1,29 +1,92 @@
 //! Conditional request headers (RFC 9110 §13): `If-Match` for writes, `If-None-Match` for reads.
 //! ETags are the item's version in quotes, e.g. `"3"`.
 
+use poem_openapi::{
+    registry::{MetaSchema, MetaSchemaRef},
+    types::{ParseError, ParseFromParameter, ParseResult},
+};
+
 use crate::store::Precondition;
 
-/// Turns an `If-Match` header into the versions a write accepts. Weak tags never match (strong
-/// comparison); tags that are not versions of ours match nothing.
-pub fn if_match(header: Option<&str>) -> Precondition {
-    let Some(header) = header else {
-        return Precondition::None;
-    };
-    if header.trim() == "*" {
-        return Precondition::Exists;
+/// The `If-Match` grammar (`*`, or a list of entity tags), as the OpenAPI document declares it.
+/// `IfMatch::parse` accepts exactly this language.
+const IF_MATCH_PATTERN: &str =
+    r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)?[ \t]*$"#;
+
+/// A parsed `If-Match` header: which current versions a write accepts. Weak tags never match
+/// (writes use strong comparison); tags that are not versions of ours match nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfMatch(pub Precondition);
+
+impl IfMatch {
+    /// The precondition of a request with or without the header.
+    pub fn precondition(header: Option<Self>) -> Precondition {
+        header.map_or(Precondition::None, |h| h.0)
     }
-    let versions = header
-        .split(',')
-        .map(str::trim)
-        .filter(|tag| !tag.starts_with("W/"))
-        .filter_map(|tag| {
-            tag.strip_prefix('"')?
-                .strip_suffix('"')?
-                .parse::<i64>()
-                .ok()
+
+    /// Parses the header; `None` if it is not `*` or a list of entity tags.
+    fn parse(value: &str) -> Option<Self> {
+        const OWS: [char; 2] = [' ', '\t'];
+        let value = value.trim_matches(OWS);
+        if value == "*" {
+            return Some(Self(Precondition::Exists));
+        }
+        let mut versions = Vec::new();
+        let mut rest = value;
+        while !rest.is_empty() {
+            let (weak, tag) = match rest.strip_prefix("W/") {
+                Some(r) => (true, r),
+                None => (false, rest),
+            };
+            let tag = tag.strip_prefix('"')?;
+            let end = tag.find('"')?;
+            let (opaque, after) = (&tag[..end], &tag[end + 1..]);
+            if !opaque
+                .bytes()
+                .all(|b| b == b'!' || (b'#'..=b'~').contains(&b))
+            {
+                return None;
+            }
+            if let Some(v) = version_of(opaque).filter(|_| !weak) {
+                versions.push(v);
+            }
+            rest = after.trim_start_matches(OWS);
+            if !rest.is_empty() {
+                rest = rest.strip_prefix(',')?.trim_start_matches(OWS);
+                if rest.is_empty() {
+                    return None;
+                }
+            }
+        }
+        Some(Self(Precondition::VersionIn(versions)))
+    }
+}
+
+/// The version an opaque tag names, if it is one of ours (digits, no leading zero).
+fn version_of(opaque: &str) -> Option<i64> {
+    let canonical = !opaque.is_empty()
+        && opaque.bytes().all(|b| b.is_ascii_digit())
+        && !(opaque.len() > 1 && opaque.starts_with('0'));
+    canonical.then(|| opaque.parse().ok()).flatten()
+}
+
+scalar_type!(
+    IfMatch,
+    "string(if-match)",
+    MetaSchemaRef::Inline(Box::new(MetaSchema {
+        pattern: Some(IF_MATCH_PATTERN.to_owned()),
+        ..MetaSchema::new("string")
+    }))
+);
+
+impl ParseFromParameter for IfMatch {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        Self::parse(value).ok_or_else(|| {
+            ParseError::custom(format!(
+                "`If-Match` must be `*` or a list of entity tags such as `\"3\"`, not `{value}`"
+            ))
         })
-        .collect();
-    Precondition::VersionIn(versions)
+    }
 }
 
 /// Whether `If-None-Match` matches the current `etag` (weak comparison), so the answer is 304.
@@ -40,19 +103,46 @@ pub fn none_match(header: Option<&str>, etag: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn pre(header: &str) -> Option<Precondition> {
+        IfMatch::parse(header).map(|h| h.0)
+    }
+
     #[test]
     fn if_match_forms() {
-        assert_eq!(if_match(None), Precondition::None);
-        assert_eq!(if_match(Some(" * ")), Precondition::Exists);
+        assert_eq!(IfMatch::precondition(None), Precondition::None);
+        assert_eq!(pre(" * "), Some(Precondition::Exists));
         assert_eq!(
-            if_match(Some("\"3\", \"5\"")),
-            Precondition::VersionIn(vec![3, 5])
+            pre("\"3\", \"5\""),
+            Some(Precondition::VersionIn(vec![3, 5]))
         );
-        assert_eq!(if_match(Some("W/\"3\"")), Precondition::VersionIn(vec![]));
         assert_eq!(
-            if_match(Some("\"abc\", 7")),
-            Precondition::VersionIn(vec![])
+            pre("\"3\",\t\"5\" "),
+            Some(Precondition::VersionIn(vec![3, 5]))
         );
+        assert_eq!(pre("W/\"3\""), Some(Precondition::VersionIn(vec![])));
+        assert_eq!(pre("\"abc\""), Some(Precondition::VersionIn(vec![])));
+        assert_eq!(pre("\"03\", \"+3\""), Some(Precondition::VersionIn(vec![])));
+        assert_eq!(pre("\"a,b\""), Some(Precondition::VersionIn(vec![])));
+        assert_eq!(pre(""), Some(Precondition::VersionIn(vec![])));
+    }
+
+    /// What the declared pattern refuses, the parser refuses too (they are one grammar).
+    #[test]
+    fn if_match_refuses_what_the_pattern_refuses() {
+        for bad in [
+            "3",
+            "\"3\", 7",
+            "\"3\",",
+            ",\"3\"",
+            "\"3\" \"4\"",
+            "**",
+            "w/\"3\"",
+            "\"unterminated",
+            "\"sp ace\"",
+            "\"3\"x",
+        ] {
+            assert_eq!(pre(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -14,14 +14,11 @@ use poem_openapi::{
 use super::{
     ApiTags,
     auth::{ApiKeys, WriteAuth},
-    conditional,
-    models::{ItemDoc, ItemInput, ItemPageDoc, ItemPatch},
+    conditional::{self, IfMatch},
+    models::{ItemDoc, ItemInput, ItemPageDoc, ItemPatch, PageLimit},
 };
 use crate::error::{AppError, Problem};
 use crate::store::{Store, WriteOutcome, cache::CachedItem};
-
-/// Largest page `GET /data` returns.
-pub const MAX_PAGE: u64 = 500;
 
 /// The `/data` resource.
 pub struct DataApi {
@@ -171,13 +168,8 @@ impl DataApi {
         #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
         /// Replace only if the item's current ETag is one of these (or `*`: if it exists).
-        #[oai(
-            name = "If-Match",
-            validator(
-                pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)?[ \t]*$"#
-            )
-        )]
-        if_match: Header<Option<String>>,
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<IfMatch>>,
         body: Json<ItemInput>,
     ) -> Result<WriteResponse, AppError> {
         self.keys.check(&auth)?;
@@ -187,7 +179,7 @@ impl DataApi {
             description: Some(new.description),
             payload: Some(new.payload),
         };
-        let pre = conditional::if_match(if_match.0.as_deref());
+        let pre = IfMatch::precondition(if_match.0);
         Ok(write_response(
             id.0,
             self.store.update(id.0, changes, pre).await?,
@@ -206,18 +198,13 @@ impl DataApi {
         #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
         /// Update only if the item's current ETag is one of these (or `*`: if it exists).
-        #[oai(
-            name = "If-Match",
-            validator(
-                pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)?[ \t]*$"#
-            )
-        )]
-        if_match: Header<Option<String>>,
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<IfMatch>>,
         body: Json<ItemPatch>,
     ) -> Result<WriteResponse, AppError> {
         self.keys.check(&auth)?;
         let changes = body.0.into_changes()?;
-        let pre = conditional::if_match(if_match.0.as_deref());
+        let pre = IfMatch::precondition(if_match.0);
         Ok(write_response(
             id.0,
             self.store.update(id.0, changes, pre).await?,
@@ -235,16 +222,11 @@ impl DataApi {
         #[oai(validator(minimum(value = "1")))]
         id: Path<i64>,
         /// Delete only if the item's current ETag is one of these (or `*`: if it exists).
-        #[oai(
-            name = "If-Match",
-            validator(
-                pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)?[ \t]*$"#
-            )
-        )]
-        if_match: Header<Option<String>>,
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<IfMatch>>,
     ) -> Result<DeleteResponse, AppError> {
         self.keys.check(&auth)?;
-        let pre = conditional::if_match(if_match.0.as_deref());
+        let pre = IfMatch::precondition(if_match.0);
         Ok(match self.store.delete(id.0, pre).await? {
             WriteOutcome::Done(()) => DeleteResponse::Deleted,
             WriteOutcome::NotFound => DeleteResponse::NotFound(not_found(id.0)),
@@ -258,15 +240,14 @@ impl DataApi {
     #[oai(path = "/data", method = "get", operation_id = "list_items")]
     async fn list(
         &self,
-        /// Items per page, 1 to 500 (default 50).
-        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
-        limit: Query<Option<u64>>,
+        /// Items per page (default 50).
+        limit: Query<Option<PageLimit>>,
         /// Only items with an id greater than this (the previous page's `next`).
         after: Query<Option<i64>>,
         /// Only items updated at or after this instant (RFC 3339).
         updated_since: Query<Option<DateTime<Utc>>>,
     ) -> Result<ListResponse, AppError> {
-        let limit = limit.0.unwrap_or(50).min(MAX_PAGE);
+        let limit = limit.0.unwrap_or_default().0;
         let (items, next) = self
             .store
             .list_page(after.0, updated_since.0, limit)

@@ -1,22 +1,22 @@
 //! The request guard: head limits (target and header size, legible headers), the in-flight
-//! cap, the body limit and the request timeout; and turning every error (ours, poem's and
-//! poem-openapi's) into `application/problem+json`.
+//! cap, the body limit and the request timeout; every error that leaves the routes is answered
+//! as problem+json (see `error::problem_for`), and a panicking handler as a 500.
 
+use std::{any::Any, time::Duration};
+
+use metrics::Counter;
 use poem::{
-    Endpoint, IntoResponse, Request, Response,
-    error::{MethodNotAllowedError, NotFoundError, ReadBodyError},
-    http::{Method, StatusCode, header},
+    Endpoint, EndpointExt, IntoResponse, Request, Response,
+    error::{ReadBodyError, ResponseError},
+    http::{Method, header},
+    middleware::{CatchPanic, PanicHandler},
 };
-use poem_openapi::error::{
-    ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError,
-};
-
-use std::time::Duration;
-
-use poem::error::ResponseError;
 use tokio::sync::Semaphore;
 
-use crate::error::{AppError, Problem};
+use super::route::ApiRoute;
+use crate::config::LimitSettings;
+use crate::error::{AppError, problem_for};
+use crate::metrics::Metrics;
 
 /// `inner` behind the request limits, with every error answered as problem+json.
 pub struct Guarded<E> {
@@ -39,12 +39,9 @@ async fn guard<E: Endpoint>(ep: &E, mut req: Request, limits: &Limits) -> poem::
     if let Err(e) = check_head(&req, limits) {
         return Ok(e.as_response());
     }
-    let path = req.uri().path();
-    let path_is_item = path.starts_with("/data/");
-    let path_is_collection = path == "/data";
-    let exempt = path.starts_with("/health/") || path == "/metrics";
+    let route = ApiRoute::of(req.uri().path());
     let _permit = match &limits.in_flight {
-        Some(permits) if !exempt => match permits.try_acquire() {
+        Some(permits) if !route.is_probe() => match permits.try_acquire() {
             Ok(permit) => Some(permit),
             Err(_) => return Ok(AppError::Overloaded.as_response()),
         },
@@ -64,8 +61,37 @@ async fn guard<E: Endpoint>(ep: &E, mut req: Request, limits: &Limits) -> poem::
     };
     Ok(match result {
         Ok(resp) => resp.into_response(),
-        Err(err) => problem_for(err, path_is_item, path_is_collection),
+        Err(err) => problem_for(err, route),
     })
+}
+
+/// `ep`, with a panic in it answered as a 500 problem instead of a dropped connection.
+pub fn catch_panics<E: Endpoint>(ep: E, metrics: &Metrics) -> impl Endpoint + use<E> {
+    let answer = PanicAnswer {
+        panics: metrics.panics().clone(),
+    };
+    ep.with(CatchPanic::new().with_handler(answer))
+}
+
+/// Answers a panicking handler with a 500 problem (the connection stays usable), logs the
+/// panic (with the request's trace id, like every line written during a request) and counts it.
+#[derive(Clone)]
+struct PanicAnswer {
+    panics: Counter,
+}
+
+impl PanicHandler for PanicAnswer {
+    type Response = Response;
+
+    fn get_response(&self, err: Box<dyn Any + Send + 'static>) -> Response {
+        let message = err
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| err.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic without a message");
+        self.panics.increment(1);
+        AppError::Internal(format!("handler panicked: {message}")).as_response()
+    }
 }
 
 /// Request headers whose value the service interprets: they must be visible ASCII, or a
@@ -120,7 +146,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn from_settings(s: &crate::config::HttpSettings) -> Self {
+    pub fn from_settings(s: &LimitSettings) -> Self {
         Self {
             body: s.body_limit,
             uri: s.max_uri_length,
@@ -165,57 +191,4 @@ async fn limit_body(req: &mut Request, limit: usize) -> Result<(), BodyError> {
         })?;
     req.set_body(bytes);
     Ok(())
-}
-
-fn problem_for(err: poem::Error, item: bool, collection: bool) -> Response {
-    if err.is::<AppError>() {
-        return err.into_response();
-    }
-    let detail = err.to_string();
-    let (status, slug, detail) = if err.is::<NotFoundError>() {
-        (
-            StatusCode::NOT_FOUND,
-            "no-route",
-            "no such route".to_owned(),
-        )
-    } else if err.is::<MethodNotAllowedError>() {
-        let allow = if item {
-            "GET, PUT, PATCH, DELETE"
-        } else if collection {
-            "GET, POST"
-        } else {
-            "GET"
-        };
-        let p = Problem::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method-not-allowed",
-            format!("this route allows {allow}"),
-        );
-        return p
-            .into_response()
-            .with_header(header::ALLOW, allow)
-            .into_response();
-    } else if err.is::<ParsePathError>() || err.is::<ParseParamError>() {
-        // poem-openapi names path parameters by position; ours is the item id.
-        let detail = detail.replace("`param0`", "`id`");
-        (StatusCode::BAD_REQUEST, "invalid-parameter", detail)
-    } else if err.is::<ParseRequestPayloadError>() {
-        (StatusCode::BAD_REQUEST, "invalid-body", detail)
-    } else if err.is::<ContentTypeError>() {
-        (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            detail,
-        )
-    } else if err.status().is_server_error() {
-        tracing::error!(error = %detail, "unhandled server error");
-        (
-            err.status(),
-            "internal",
-            "An internal error occurred; it has been logged.".to_owned(),
-        )
-    } else {
-        (err.status(), "http-error", detail)
-    };
-    Problem::new(status, slug, detail).into_response()
 }

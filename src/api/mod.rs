@@ -1,6 +1,36 @@
 //! The HTTP surface: the OpenAPI service with its operations, `/openapi.json`, Swagger UI at
 //! `/docs`, and the middleware every request passes through.
 
+/// Implements poem-openapi's `Type` for one of our scalar types: required, its own raw value,
+/// named `$name`, described by the schema `$schema` builds.
+macro_rules! scalar_type {
+    ($ty:ty, $name:expr, $schema:expr) => {
+        impl poem_openapi::types::Type for $ty {
+            const IS_REQUIRED: bool = true;
+            type RawValueType = Self;
+            type RawElementValueType = Self;
+
+            fn name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+
+            fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+                $schema
+            }
+
+            fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+                Some(self)
+            }
+
+            fn raw_element_iter<'a>(
+                &'a self,
+            ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+                Box::new(self.as_raw_value().into_iter())
+            }
+        }
+    };
+}
+
 pub mod auth;
 pub mod conditional;
 pub mod data;
@@ -8,9 +38,9 @@ pub mod health;
 pub mod middleware;
 pub mod models;
 pub mod observe;
+pub mod route;
 pub mod spec;
 pub mod text;
-pub mod trace_context;
 
 use std::sync::{Arc, atomic::AtomicBool};
 
@@ -51,7 +81,7 @@ pub fn openapi(
     let health = health::HealthApi {
         store,
         shutting_down,
-        ready_timeout: settings.http.ready_timeout,
+        ready_timeout: settings.server.ready_timeout,
     };
     OpenApiService::new((data, health), "data-api", env!("CARGO_PKG_VERSION")).description(
         "Items at `/data/{id}` with create, read, replace, update, delete and keyset-paginated \
@@ -61,44 +91,47 @@ pub fn openapi(
     )
 }
 
-/// Every route, wrapped in the body limit, the problem+json error mapping and telemetry.
-/// `/metrics` is included unless it has an address of its own.
+/// Every route, wrapped in the middleware (outermost first): telemetry, compression, the
+/// request guard (limits and problem+json), CORS, panic catching. `/metrics` is included unless
+/// it has an address of its own. Fails if `/docs` could not be given the served document.
 pub fn routes(
     store: Store,
     settings: &Settings,
     shutting_down: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     keys: auth::ApiKeys,
-) -> impl Endpoint + use<> {
+) -> anyhow::Result<impl Endpoint + use<>> {
     let api = openapi(store, settings, shutting_down, keys);
     let raw = api.spec();
     let document = spec::document(&raw);
-    let docs = spec::docs_endpoint(&api.swagger_ui_html(), &raw, &document);
+    let docs = spec::docs_endpoint(&api.swagger_ui_html(), &raw, &document)?;
     let spec = spec::json_endpoint(document);
-    let limits = middleware::Limits::from_settings(&settings.http);
+    let limits = middleware::Limits::from_settings(&settings.limits);
     let mut route = Route::new().at("/openapi.json", spec).nest("/docs", docs);
-    if settings.metrics.metrics && settings.metrics.metrics_bind.is_none() {
-        let token = settings.metrics.metrics_token.clone();
-        route = route.at("/metrics", metrics_endpoint(metrics.clone(), token));
+    let m = &settings.metrics;
+    if m.enabled && m.bind.is_none() {
+        route = route.at(
+            "/metrics",
+            metrics_endpoint(metrics.clone(), m.token.clone()),
+        );
     }
     let cors = settings.http.cors_origins.as_deref().map(cors);
-    let o = observe::Observe {
-        metrics,
-        spans: settings.trace.tracing,
-        access_log: settings.trace.access_log,
-        export: settings.trace.exports(),
-    };
     let guarded = middleware::Guarded {
         // CORS inside the guard, so its refusals are answered as problem+json too.
-        inner: route
-            .nest("/", api)
+        inner: middleware::catch_panics(route.nest("/", api), &metrics)
             .with_if(cors.is_some(), cors.unwrap_or_default()),
         limits,
     };
-    observe::Observed {
+    let observe = observe::Observe {
+        metrics,
+        spans: settings.trace.enabled,
+        access_log: settings.trace.access_log,
+        export: settings.trace.exports(),
+    };
+    Ok(observe::Observed {
         inner: guarded.with_if(settings.http.compression, Compression::new()),
-        observe: o,
-    }
+        observe,
+    })
 }
 
 /// `GET /metrics`: the Prometheus text exposition, behind a bearer token if one is set.
@@ -111,7 +144,7 @@ pub fn metrics_endpoint(metrics: Arc<Metrics>, token: Option<String>) -> impl En
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .unwrap_or_default();
-            if !auth::ct_eq(given.as_bytes(), token.as_bytes()) {
+            if !auth::same_secret(given.as_bytes(), token.as_bytes()) {
                 let problem = crate::error::Problem::new(
                     poem::http::StatusCode::UNAUTHORIZED,
                     "unauthorized",

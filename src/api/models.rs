@@ -1,7 +1,11 @@
 //! Request and response bodies of the `/data` operations, as the OpenAPI document shows them.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::{Object, types::MaybeUndefined};
+use poem_openapi::{
+    Object,
+    registry::{MetaSchema, MetaSchemaRef},
+    types::{MaybeUndefined, ParseError, ParseFromParameter, ParseResult},
+};
 use serde_json::Value;
 
 use super::text::Text;
@@ -92,28 +96,15 @@ impl ItemInput {
 impl ItemPatch {
     /// Checks what the schema cannot express and converts to the store's form.
     pub fn into_changes(self) -> Result<Changes, AppError> {
-        let payload = match self.payload {
-            MaybeUndefined::Undefined => None,
-            MaybeUndefined::Null => Some(None),
-            MaybeUndefined::Value(v) => Some(Some(v)),
-        };
-        if let Some(Some(v)) = &payload {
-            check_payload(Some(v))?;
+        let payload: Option<Option<Value>> = self.payload.into();
+        check_payload(payload.as_ref().and_then(Option::as_ref))?;
+        let description = Option::<Option<Text>>::from(self.description).map(|d| d.map(|t| t.0));
+        if self.name.is_null() {
+            return Err(AppError::BadRequest(
+                "field `name` cannot be null".to_owned(),
+            ));
         }
-        let description = match self.description {
-            MaybeUndefined::Undefined => None,
-            MaybeUndefined::Null => Some(None),
-            MaybeUndefined::Value(v) => Some(Some(v.0)),
-        };
-        let name = match self.name {
-            MaybeUndefined::Undefined => None,
-            MaybeUndefined::Null => {
-                return Err(AppError::BadRequest(
-                    "field `name` cannot be null".to_owned(),
-                ));
-            }
-            MaybeUndefined::Value(v) => Some(v.0),
-        };
+        let name = self.name.take().map(|t| t.0);
         Ok(Changes {
             name,
             description,
@@ -146,4 +137,45 @@ fn check_payload(payload: Option<&Value>) -> Result<(), AppError> {
         )));
     }
     Ok(())
+}
+
+/// `limit` of `GET /data`: items per page, 1 to `PageLimit::MAX`. The bounds are declared in
+/// the schema from the same constants the parser checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimit(pub u64);
+
+impl PageLimit {
+    /// Largest page `GET /data` returns.
+    pub const MAX: u64 = 500;
+    /// Page size when none is asked for.
+    pub const DEFAULT: u64 = 50;
+}
+
+impl Default for PageLimit {
+    fn default() -> Self {
+        Self(Self::DEFAULT)
+    }
+}
+
+scalar_type!(
+    PageLimit,
+    "integer(page-limit)",
+    MetaSchemaRef::Inline(Box::new(MetaSchema {
+        minimum: Some(1.0),
+        maximum: Some(PageLimit::MAX as f64),
+        default: Some(PageLimit::DEFAULT.into()),
+        ..MetaSchema::new_with_format("integer", "uint64")
+    }))
+);
+
+impl ParseFromParameter for PageLimit {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        match value.parse::<u64>() {
+            Ok(n) if (1..=Self::MAX).contains(&n) => Ok(Self(n)),
+            _ => Err(ParseError::custom(format!(
+                "must be an integer from 1 to {}",
+                Self::MAX
+            ))),
+        }
+    }
 }

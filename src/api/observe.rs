@@ -13,7 +13,7 @@ use std::{
 use metrics::Gauge;
 use opentelemetry::{
     Context,
-    trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState},
+    trace::{SpanContext, TraceContextExt, TraceState},
 };
 use poem::{
     Endpoint, IntoResponse, Request, Response,
@@ -22,12 +22,12 @@ use poem::{
 use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::trace_context::{TraceParent, random_u64, random_u128};
-use crate::metrics::{
-    Metrics,
-    http::{METHODS, ROUTES, method_of, route_of},
+use super::route::ApiRoute;
+use crate::metrics::{Metrics, http::HttpMethod};
+use crate::telemetry::{
+    TRACE,
+    trace_context::{TraceHeader, TraceParent},
 };
-use crate::telemetry::{TRACE, TraceIds};
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
@@ -57,8 +57,8 @@ pub struct Observe {
 /// Runs `ep` for `req`, measured, traced and logged as configured.
 async fn observe<E: Endpoint>(ep: &E, req: Request, o: &Observe) -> poem::Result<Response> {
     let started = Instant::now();
-    let route = route_of(req.uri().path());
-    let method = method_of(req.method());
+    let route = ApiRoute::of(req.uri().path());
+    let method = HttpMethod::of(req.method());
     let _active = Active::enter(o.metrics.active_requests());
     let (resp, span) = if o.spans {
         let incoming = req
@@ -70,7 +70,7 @@ async fn observe<E: Endpoint>(ep: &E, req: Request, o: &Observe) -> poem::Result
             let (span, ids) = exported_span(&req, route, method, incoming);
             (Some(span), ids)
         } else {
-            (None, local_ids(incoming))
+            (None, TraceParent::child_of(incoming).header())
         };
         let call = ep.call(req);
         let result = match &span {
@@ -78,7 +78,7 @@ async fn observe<E: Endpoint>(ep: &E, req: Request, o: &Observe) -> poem::Result
             None => TRACE.scope(ids, call).await,
         };
         let mut resp = result?.into_response();
-        resp.headers_mut().insert(TRACEPARENT, header_value(&ids.0));
+        resp.headers_mut().insert(TRACEPARENT, header_value(&ids));
         (resp, Some((span, ids)))
     } else {
         (ep.call(req).await?.into_response(), None)
@@ -96,10 +96,11 @@ async fn observe<E: Endpoint>(ep: &E, req: Request, o: &Observe) -> poem::Result
         let log = || {
             tracing::info!(
             target: "data_api::access",
-            method = METHODS[method],
-            route = ROUTES[route],
+            method = method.as_str(),
+            route = route.template(),
             status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            // Microseconds are what a log reader can use; more digits are noise.
+            duration_ms = elapsed.as_micros() as f64 / 1000.0,
             "request"
             )
         };
@@ -111,31 +112,21 @@ async fn observe<E: Endpoint>(ep: &E, req: Request, o: &Observe) -> poem::Result
     Ok(resp)
 }
 
-/// Without export: ids made here, continuing the incoming trace if there is one.
-fn local_ids(incoming: Option<TraceParent>) -> TraceIds {
-    let ours = TraceParent {
-        trace_id: incoming.map_or_else(random_u128, |p| p.trace_id),
-        span_id: random_u64(),
-        flags: incoming.map_or(0, |p| p.flags),
-    };
-    TraceIds(ours.header())
-}
-
 /// With export: the OpenTelemetry server span, with its HTTP attributes; its ids answer.
 fn exported_span(
     req: &Request,
-    route: usize,
-    method: usize,
+    route: ApiRoute,
+    method: HttpMethod,
     incoming: Option<TraceParent>,
-) -> (tracing::Span, TraceIds) {
+) -> (tracing::Span, TraceHeader) {
     let span = tracing::info_span!(
         target: "data_api::http",
         "HTTP request",
         otel.name = span_name(route, method),
         otel.kind = "server",
         otel.status_code = Empty,
-        http.request.method = METHODS[method],
-        http.route = ROUTES[route],
+        http.request.method = method.as_str(),
+        http.route = route.template(),
         url.path = req.uri().path(),
         client.address = Empty,
         client.port = Empty,
@@ -149,9 +140,9 @@ fn exported_span(
     }
     if let Some(parent) = incoming {
         let remote = SpanContext::new(
-            TraceId::from(parent.trace_id),
-            SpanId::from(parent.span_id),
-            TraceFlags::new(parent.flags),
+            parent.trace_id,
+            parent.span_id,
+            parent.flags,
             true,
             TraceState::default(),
         );
@@ -160,36 +151,40 @@ fn exported_span(
     let sc = span.context().span().span_context().clone();
     if !sc.is_valid() {
         // No OpenTelemetry layer took the span (export configured but not installed): ids of our own.
-        return (span, local_ids(incoming));
+        return (span, TraceParent::child_of(incoming).header());
     }
     let ours = TraceParent {
-        trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
-        span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
-        flags: sc.trace_flags().to_u8(),
+        trace_id: sc.trace_id(),
+        span_id: sc.span_id(),
+        flags: sc.trace_flags(),
     };
-    let ids = TraceIds(ours.header());
+    let ids = ours.header();
     span.record("trace_id", ids.trace_id());
     span.record("span_id", ids.span_id());
     (span, ids)
 }
 
-fn header_value(header: &[u8; 55]) -> HeaderValue {
-    HeaderValue::from_bytes(header).unwrap_or_else(|_| {
+fn header_value(header: &TraceHeader) -> HeaderValue {
+    HeaderValue::from_bytes(&header.0).unwrap_or_else(|_| {
         HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000000-00")
     })
 }
 
 /// `GET /data/{id}`-style span names, made once.
-fn span_name(route: usize, method: usize) -> &'static str {
+fn span_name(route: ApiRoute, method: HttpMethod) -> &'static str {
     static NAMES: OnceLock<Vec<String>> = OnceLock::new();
     let names = NAMES.get_or_init(|| {
-        ROUTES
+        ApiRoute::ALL
             .iter()
-            .flat_map(|r| METHODS.iter().map(move |m| format!("{m} {r}")))
+            .flat_map(|r| {
+                HttpMethod::ALL
+                    .iter()
+                    .map(move |m| format!("{} {}", m.as_str(), r.template()))
+            })
             .collect()
     });
     names
-        .get(route * METHODS.len() + method)
+        .get(route as usize * HttpMethod::ALL.len() + method as usize)
         .map_or("HTTP request", String::as_str)
 }
 

@@ -5,7 +5,7 @@
 //! be `null` (it clears the field). Both are added here, so generated clients and fuzzers see
 //! the contract the server enforces.
 
-use poem::{Endpoint, Response, Route, endpoint::make_sync, web::Html};
+use poem::{Endpoint, Response, Route, endpoint::make_sync, get, web::Html};
 use serde_json::{Value, json};
 
 /// Request bodies whose unknown fields are refused, and their fields that accept `null`.
@@ -35,23 +35,38 @@ pub fn document(raw: &str) -> String {
 
 /// `/openapi.json`.
 pub fn json_endpoint(document: String) -> impl Endpoint + use<> {
-    make_sync(move |_| {
+    get(make_sync(move |_| {
         Response::builder()
             .content_type("application/json")
             .body(document.clone())
-    })
+    }))
 }
 
 /// `/docs`: Swagger UI over `document`. `ui_html` is poem-openapi's page, which embeds the raw
-/// document; it is swapped for ours.
-pub fn docs_endpoint(ui_html: &str, raw: &str, document: &str) -> impl Endpoint + use<> {
+/// document verbatim; it is swapped for ours. If a poem-openapi release embeds it differently,
+/// this fails (and so does start-up) instead of silently showing the unpatched document.
+pub fn docs_endpoint(
+    ui_html: &str,
+    raw: &str,
+    document: &str,
+) -> anyhow::Result<impl Endpoint + use<>> {
+    anyhow::ensure!(
+        ui_html.matches(raw).count() == 1,
+        "Swagger UI's page does not embed the OpenAPI document verbatim once; /docs cannot show the served document"
+    );
     let html = ui_html.replacen(raw, document, 1);
-    Route::new().at("/", make_sync(move |_| Html(html.clone())))
+    Ok(Route::new().at("/", get(make_sync(move |_| Html(html.clone())))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docs_refuse_a_page_without_the_document() {
+        assert!(docs_endpoint("<html>{}</html>", "{}", "{ }").is_ok());
+        assert!(docs_endpoint("<html>escaped</html>", "{}", "{ }").is_err());
+    }
 
     #[test]
     fn strict_bodies_refuse_extras_and_allow_null_description() {

@@ -1,22 +1,61 @@
-//! Bounded label values for HTTP metrics: the route template, the method and the status code.
+//! Bounded label values for HTTP metrics besides the route (see `api::route`): the method and
+//! the status code.
 
-/// Route templates; anything else is `unmatched`, so raw paths never become label values.
-pub const ROUTES: [&str; 8] = [
-    "/data",
-    "/data/{id}",
-    "/health/live",
-    "/health/ready",
-    "/metrics",
-    "/openapi.json",
-    "/docs",
-    "unmatched",
-];
-const UNMATCHED: usize = ROUTES.len() - 1;
+/// Methods as OpenTelemetry labels them; any other is `_OTHER`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMethod {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Options,
+    Other,
+}
 
-/// Methods; others are `_OTHER` (as OpenTelemetry prescribes).
-pub const METHODS: [&str; 8] = [
-    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "_OTHER",
-];
+impl HttpMethod {
+    /// Every method, in index order.
+    pub const ALL: [Self; 8] = [
+        Self::Get,
+        Self::Head,
+        Self::Post,
+        Self::Put,
+        Self::Patch,
+        Self::Delete,
+        Self::Options,
+        Self::Other,
+    ];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Head => "HEAD",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Patch => "PATCH",
+            Self::Delete => "DELETE",
+            Self::Options => "OPTIONS",
+            Self::Other => "_OTHER",
+        }
+    }
+
+    /// The label of `method`.
+    pub fn of(method: &poem::http::Method) -> Self {
+        use poem::http::Method;
+        match *method {
+            Method::GET => Self::Get,
+            Method::HEAD => Self::Head,
+            Method::POST => Self::Post,
+            Method::PUT => Self::Put,
+            Method::PATCH => Self::Patch,
+            Method::DELETE => Self::Delete,
+            Method::OPTIONS => Self::Options,
+            _ => Self::Other,
+        }
+    }
+}
 
 /// Status codes whose series are cached; others are registered on use (still bounded: 100–999).
 pub const STATUSES: [u16; 20] = [
@@ -29,31 +68,6 @@ pub const STATUS_LABELS: [&str; 20] = [
     "415", "422", "429", "431", "500", "503", "504",
 ];
 
-/// The route template index of `path`.
-pub fn route_of(path: &str) -> usize {
-    match path {
-        "/data" => 0,
-        "/health/live" => 2,
-        "/health/ready" => 3,
-        "/metrics" => 4,
-        "/openapi.json" => 5,
-        "/docs" => 6,
-        p if p.starts_with("/docs/") => 6,
-        p => match p.strip_prefix("/data/") {
-            Some(id) if !id.is_empty() && !id.contains('/') => 1,
-            _ => UNMATCHED,
-        },
-    }
-}
-
-/// The method index of `method`.
-pub fn method_of(method: &poem::http::Method) -> usize {
-    METHODS[..7]
-        .iter()
-        .position(|m| *m == method.as_str())
-        .unwrap_or(7)
-}
-
 /// The index of `status` in `STATUSES`, if cached.
 pub fn status_of(status: u16) -> Option<usize> {
     STATUSES.iter().position(|s| *s == status)
@@ -64,19 +78,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routes_are_templates() {
-        assert_eq!(ROUTES[route_of("/data")], "/data");
-        assert_eq!(ROUTES[route_of("/data/42")], "/data/{id}");
-        assert_eq!(ROUTES[route_of("/data/not-a-number")], "/data/{id}");
-        assert_eq!(ROUTES[route_of("/data/1/extra")], "unmatched");
-        assert_eq!(ROUTES[route_of("/data/")], "unmatched");
-        assert_eq!(ROUTES[route_of("/docs/index.css")], "/docs");
-        assert_eq!(ROUTES[route_of("/wp-admin")], "unmatched");
-        assert_eq!(METHODS[method_of(&poem::http::Method::PATCH)], "PATCH");
-        assert_eq!(
-            METHODS[method_of(&poem::http::Method::from_bytes(b"BREW").unwrap())],
-            "_OTHER"
-        );
+    fn labels() {
+        assert_eq!(HttpMethod::of(&poem::http::Method::PATCH).as_str(), "PATCH");
+        let brew = poem::http::Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(HttpMethod::of(&brew).as_str(), "_OTHER");
+        for (i, m) in HttpMethod::ALL.iter().enumerate() {
+            assert_eq!(*m as usize, i);
+        }
         assert_eq!(status_of(412).map(|i| STATUS_LABELS[i]), Some("412"));
+        for (code, label) in STATUSES.iter().zip(STATUS_LABELS) {
+            assert_eq!(code.to_string(), label);
+        }
     }
 }

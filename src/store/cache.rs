@@ -20,11 +20,10 @@ use bytes::Bytes;
 use moka::{
     Expiry,
     future::Cache,
-    notification::RemovalCause,
     ops::compute::{CompResult, Op},
 };
 
-use super::{entity::Model, metrics::CacheMetrics};
+use super::{cache_metrics::CacheMetrics, entity::Model};
 
 /// A ready-to-send item: its JSON body and ETag, so a hit costs a lookup and two refcount bumps.
 #[derive(Debug)]
@@ -147,14 +146,7 @@ impl ItemCache {
                 absent: negative_ttl,
             })
             .eviction_listener(move |_id, slot: Slot, cause| {
-                let i = match cause {
-                    RemovalCause::Size => 0,
-                    RemovalCause::Expired => 1,
-                    RemovalCause::Explicit => 2,
-                    RemovalCause::Replaced => 3,
-                };
-                m.evicted[i].increment(1);
-                m.sub_bytes(slot.bytes());
+                m.evicted(cause.into(), slot.bytes());
             })
             .build();
         Self { inner, metrics }

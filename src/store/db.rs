@@ -17,7 +17,7 @@ const SQLITE_READERS_MIN: u32 = 1;
 const SQLITE_CACHE_KIB: i64 = 32 * 1024;
 
 /// Configured size of a pool.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolSize {
     pub max: u32,
     pub min: u32,
@@ -56,8 +56,8 @@ impl Db {
         self.write.get_database_backend()
     }
 
-    /// (open, idle) connections of the read and the write pool.
-    pub fn pool_stats(&self) -> ((u32, usize), (u32, usize)) {
+    /// Connections of the read and the write pool now.
+    pub fn pool_stats(&self) -> (PoolStats, PoolStats) {
         (stats(&self.read), stats(&self.write))
     }
 
@@ -68,8 +68,17 @@ impl Db {
     }
 }
 
-fn stats(pool: &DatabaseConnection) -> (u32, usize) {
-    match pool.get_database_backend() {
+/// Connections of one pool at a moment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PoolStats {
+    /// Connections open, idle or in use.
+    pub open: u32,
+    /// Of those, idle.
+    pub idle: usize,
+}
+
+fn stats(pool: &DatabaseConnection) -> PoolStats {
+    let (open, idle) = match pool.get_database_backend() {
         DbBackend::Postgres => {
             let p = pool.get_postgres_connection_pool();
             (p.size(), p.num_idle())
@@ -79,16 +88,26 @@ fn stats(pool: &DatabaseConnection) -> (u32, usize) {
             (p.size(), p.num_idle())
         }
         _ => (0, 0),
-    }
+    };
+    PoolStats { open, idle }
 }
 
-/// Opens the pools described by `settings` for `url`.
-pub async fn connect(url: &str, settings: &DbSettings) -> anyhow::Result<Db> {
+/// The database `url` names, for logs: backend and location, without credentials or options.
+pub fn describe(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("database", url));
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let rest = rest.split_once('?').map_or(rest, |(path, _)| path);
+    format!("{scheme} {rest}")
+}
+
+/// Opens the pools `settings` describe.
+pub async fn connect(settings: &DbSettings) -> anyhow::Result<Db> {
+    let url = settings.url.as_str();
     if url.starts_with("sqlite:") {
         return connect_sqlite(url, settings).await;
     }
-    let max = settings.db_max_connections.unwrap_or(PG_MAX).max(1);
-    let min = settings.db_min_connections.unwrap_or(PG_MIN).min(max);
+    let max = settings.max_connections.unwrap_or(PG_MAX).max(1);
+    let min = settings.min_connections.unwrap_or(PG_MIN).min(max);
     // Lazy, then one ping: sqlx's eager connect opens all `min` connections one after another
     // within a single acquire timeout, which 20 connections do not fit in.
     let mut opts = options(url, settings, max, min);
@@ -129,13 +148,13 @@ async fn connect_sqlite(url: &str, settings: &DbSettings) -> anyhow::Result<Db> 
         .await
         .with_context(|| format!("opening SQLite database {url}"))?;
     let max = settings
-        .db_max_connections
+        .max_connections
         .unwrap_or(SQLITE_READERS_MAX)
         .max(1);
     let readers = PoolSize {
         max,
         min: settings
-            .db_min_connections
+            .min_connections
             .unwrap_or(SQLITE_READERS_MIN)
             .min(max),
     };
@@ -151,7 +170,7 @@ async fn connect_sqlite(url: &str, settings: &DbSettings) -> anyhow::Result<Db> 
 }
 
 fn sqlite_options(url: &str, settings: &DbSettings, size: PoolSize) -> ConnectOptions {
-    let busy = settings.db_acquire_timeout;
+    let busy = settings.acquire_timeout;
     let mut opts = options(url, settings, size.max, size.min);
     opts.map_sqlx_sqlite_opts(move |o| {
         o.journal_mode(SqliteJournalMode::Wal)
@@ -167,13 +186,28 @@ fn options(url: &str, settings: &DbSettings, max: u32, min: u32) -> ConnectOptio
     let mut opts = ConnectOptions::new(url.to_owned());
     opts.max_connections(max)
         .min_connections(min)
-        .acquire_timeout(settings.db_acquire_timeout)
-        .max_lifetime(settings.db_max_lifetime)
-        .idle_timeout(settings.db_idle_timeout)
-        .sqlx_logging(settings.db_log_statements);
-    match settings.db_ping_idle_after {
+        .acquire_timeout(settings.acquire_timeout)
+        .max_lifetime(settings.max_lifetime)
+        .idle_timeout(settings.idle_timeout)
+        .sqlx_logging(settings.log_statements);
+    match settings.ping_idle_after {
         Some(idle) => opts.test_before_acquire_if_idle_for(idle),
         None => opts.test_before_acquire(true),
     };
     opts
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn describes_without_credentials() {
+        assert_eq!(
+            super::describe("postgres://app:secret@db.internal:5432/items?sslmode=require"),
+            "postgres db.internal:5432/items"
+        );
+        assert_eq!(
+            super::describe("sqlite://data-api.db?mode=rwc"),
+            "sqlite data-api.db"
+        );
+    }
 }

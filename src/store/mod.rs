@@ -2,9 +2,11 @@
 //! which combines them behind functions that say what they do, measuring each step.
 
 pub mod cache;
+pub mod cache_metrics;
 pub mod db;
 pub mod entity;
-pub mod metrics;
+pub mod failure;
+pub mod pool;
 pub mod repo;
 
 use std::sync::Arc;
@@ -14,11 +16,13 @@ use sea_orm::{DbBackend, DbErr};
 use tracing::{Instrument, field::Empty};
 
 use crate::config::Settings;
-use crate::metrics::{Metrics, gate::Gate};
+use crate::metrics::Metrics;
 use cache::{CachedItem, ItemCache, Lookup, Slot};
+use cache_metrics::CacheMetrics;
 pub use db::Db;
 pub use entity::Model;
-use metrics::{CacheMetrics, DbMetrics, DbOp};
+pub use failure::DbFailure;
+use pool::{DbOp, Pool};
 pub use repo::{Changes, NewItem, Precondition, WriteOutcome};
 
 /// Items, read through the cache and written through to the database.
@@ -33,43 +37,33 @@ struct Inner {
     idempotent: moka::future::Cache<String, (u64, Arc<CachedItem>)>,
     cache: Option<ItemCache>,
     cache_metrics: CacheMetrics,
-    read_gate: Arc<Gate>,
-    write_gate: Arc<Gate>,
-    db_metrics: DbMetrics,
+    /// Where reads run; on PostgreSQL the same pool as `writes`.
+    reads: Arc<Pool>,
+    writes: Arc<Pool>,
 }
 
 impl Store {
     /// A store over `db`, with a cache unless its capacity is 0, recording into `metrics`.
     pub fn new(db: Db, settings: &Settings, metrics: &Metrics) -> Self {
         let c = &settings.cache;
-        let cache_metrics = CacheMetrics::new(metrics, c.cache_capacity);
-        let cache = (c.cache_capacity > 0).then(|| {
-            ItemCache::new(
-                c.cache_capacity,
-                c.cache_ttl,
-                c.cache_negative_ttl,
-                cache_metrics.clone(),
-            )
-        });
-        let timeout = settings.db.db_acquire_timeout;
+        let cache_metrics = CacheMetrics::new(metrics, c.capacity);
+        let cache = (c.capacity > 0)
+            .then(|| ItemCache::new(c.capacity, c.ttl, c.negative_ttl, cache_metrics.clone()));
+        let system = match db.backend() {
+            DbBackend::Postgres => "postgresql",
+            _ => "sqlite",
+        };
+        let timeout = settings.db.acquire_timeout;
+        let pool = |name, size| Arc::new(Pool::new(metrics, name, system, size, timeout));
         let (read, write) = db.sizes;
-        let (read_gate, write_gate) = if db.shared {
-            let gate = Arc::new(Gate::new(metrics, "main", read.max, read.min, timeout));
-            (gate.clone(), gate)
+        let (reads, writes) = if db.shared {
+            let main = pool("main", read);
+            (main.clone(), main)
         } else {
-            (
-                Arc::new(Gate::new(metrics, "read", read.max, read.min, timeout)),
-                Arc::new(Gate::new(metrics, "write", write.max, write.min, timeout)),
-            )
+            (pool("read", read), pool("write", write))
         };
-        let system = if db.backend() == DbBackend::Postgres {
-            "postgresql"
-        } else {
-            "sqlite"
-        };
-        let db_metrics = DbMetrics::new(metrics, system);
         let idempotent = moka::future::Cache::builder()
-            .max_capacity(100_000)
+            .max_capacity(c.idempotency_capacity)
             .time_to_live(c.idempotency_ttl)
             .build();
         Self {
@@ -78,9 +72,8 @@ impl Store {
                 idempotent,
                 cache,
                 cache_metrics,
-                read_gate,
-                write_gate,
-                db_metrics,
+                reads,
+                writes,
             }),
         }
     }
@@ -94,9 +87,9 @@ impl Store {
     pub async fn sample_metrics(&self) {
         let i = &self.inner;
         let (read, write) = i.db.pool_stats();
-        i.read_gate.sample(read.0, read.1);
-        if !Arc::ptr_eq(&i.read_gate, &i.write_gate) {
-            i.write_gate.sample(write.0, write.1);
+        i.reads.sample(read);
+        if !Arc::ptr_eq(&i.reads, &i.writes) {
+            i.writes.sample(write);
         }
         match &i.cache {
             Some(cache) => cache.sample().await,
@@ -108,10 +101,7 @@ impl Store {
     pub async fn get(&self, id: i64) -> Result<Option<Arc<CachedItem>>, DbErr> {
         let i = &self.inner;
         let Some(cache) = &i.cache else {
-            let model = i
-                .db_metrics
-                .run(DbOp::Select, &i.read_gate, repo::get(&i.db.read, id))
-                .await?;
+            let model = i.reads.run(DbOp::Select, repo::get(&i.db.read, id)).await?;
             return Ok(model.as_ref().map(CachedItem::from_model));
         };
         let span = tracing::debug_span!(
@@ -146,16 +136,11 @@ impl Store {
 
     async fn load(&self, id: i64) -> Result<Slot, DbErr> {
         let i = &self.inner;
-        Ok(
-            match i
-                .db_metrics
-                .run(DbOp::Select, &i.read_gate, repo::get(&i.db.read, id))
-                .await?
-            {
-                Some(model) => Slot::Found(CachedItem::from_model(&model)),
-                None => Slot::Missing,
-            },
-        )
+        let model = i.reads.run(DbOp::Select, repo::get(&i.db.read, id)).await?;
+        Ok(match model {
+            Some(model) => Slot::Found(CachedItem::from_model(&model)),
+            None => Slot::Missing,
+        })
     }
 
     /// Creates an item and answers it as stored.
@@ -165,8 +150,8 @@ impl Store {
         detach(async move {
             let i = &this.inner;
             let model = i
-                .db_metrics
-                .run(DbOp::Insert, &i.write_gate, repo::insert(&i.db.write, item))
+                .writes
+                .run(DbOp::Insert, repo::insert(&i.db.write, item))
                 .await?;
             let cached = CachedItem::from_model(&model);
             if let Some(cache) = &i.cache {
@@ -216,19 +201,17 @@ impl Store {
         detach(async move {
             let i = &this.inner;
             let q = repo::update(&i.db.write, id, changes, &pre);
-            Ok(
-                match i.db_metrics.run(DbOp::Update, &i.write_gate, q).await? {
-                    WriteOutcome::Done(model) => {
-                        let cached = CachedItem::from_model(&model);
-                        if let Some(cache) = &i.cache {
-                            cache.publish(id, cached.clone()).await;
-                        }
-                        WriteOutcome::Done(cached)
+            Ok(match i.writes.run(DbOp::Update, q).await? {
+                WriteOutcome::Done(model) => {
+                    let cached = CachedItem::from_model(&model);
+                    if let Some(cache) = &i.cache {
+                        cache.publish(id, cached.clone()).await;
                     }
-                    WriteOutcome::NotFound => WriteOutcome::NotFound,
-                    WriteOutcome::Conflict => WriteOutcome::Conflict,
-                },
-            )
+                    WriteOutcome::Done(cached)
+                }
+                WriteOutcome::NotFound => WriteOutcome::NotFound,
+                WriteOutcome::Conflict => WriteOutcome::Conflict,
+            })
         })
         .await
     }
@@ -239,7 +222,7 @@ impl Store {
         detach(async move {
             let i = &this.inner;
             let q = repo::delete(&i.db.write, id, &pre);
-            let outcome = i.db_metrics.run(DbOp::Delete, &i.write_gate, q).await?;
+            let outcome = i.writes.run(DbOp::Delete, q).await?;
             if let (WriteOutcome::Done(()), Some(cache)) = (&outcome, &i.cache) {
                 cache.tombstone(id).await;
             }
@@ -257,7 +240,7 @@ impl Store {
     ) -> Result<(Vec<Model>, Option<i64>), DbErr> {
         let i = &self.inner;
         let q = repo::list_page(&i.db.read, after, since, limit);
-        i.db_metrics.run(DbOp::List, &i.read_gate, q).await
+        i.reads.run(DbOp::List, q).await
     }
 }
 

@@ -115,11 +115,7 @@ pub async fn delete(
     id: i64,
     pre: &Precondition,
 ) -> Result<WriteOutcome<()>, DbErr> {
-    let q = Entity::delete_many().filter(Column::Id.eq(id));
-    let q = match pre {
-        Precondition::None | Precondition::Exists => q,
-        Precondition::VersionIn(v) => q.filter(Column::Version.is_in(v.iter().copied())),
-    };
+    let q = with_precondition(Entity::delete_many().filter(Column::Id.eq(id)), pre);
     if q.exec(db).await?.rows_affected > 0 {
         Ok(WriteOutcome::Done(()))
     } else {
@@ -127,10 +123,9 @@ pub async fn delete(
     }
 }
 
-fn with_precondition(
-    q: sea_orm::UpdateMany<Entity>,
-    pre: &Precondition,
-) -> sea_orm::UpdateMany<Entity> {
+/// `q` restricted to the versions `pre` accepts (`*` needs no filter: the id filter already
+/// requires the row to exist).
+fn with_precondition<Q: QueryFilter>(q: Q, pre: &Precondition) -> Q {
     match pre {
         Precondition::None | Precondition::Exists => q,
         Precondition::VersionIn(v) => q.filter(Column::Version.is_in(v.iter().copied())),
@@ -178,8 +173,12 @@ pub async fn list_page(
     Ok((rows, next))
 }
 
-/// Inserts `count` synthetic items in one transaction; returns how many were written.
-pub async fn seed_batch(db: &DatabaseConnection, start: u64, count: u64) -> Result<u64, DbErr> {
+/// Inserts `count` synthetic items in one transaction; returns their ids.
+pub async fn seed_batch(
+    db: &DatabaseConnection,
+    start: u64,
+    count: u64,
+) -> Result<Vec<i64>, DbErr> {
     let at = now();
     let rows = (start..start + count).map(|n| ActiveModel {
         id: NotSet,
@@ -195,9 +194,9 @@ pub async fn seed_batch(db: &DatabaseConnection, start: u64, count: u64) -> Resu
         updated_at: Set(at),
     });
     let txn = db.begin().await?;
-    Entity::insert_many(rows)
-        .exec_without_returning(&txn)
+    let ids = Entity::insert_many(rows)
+        .exec_with_returning_keys(&txn)
         .await?;
     txn.commit().await?;
-    Ok(count)
+    Ok(ids)
 }

@@ -8,7 +8,7 @@ use crate::helpers::{TestApp, problem};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_need_a_configured_key() {
-    let app = TestApp::sqlite(|s| s.http.api_keys = Some("old-key,new-key".into())).await;
+    let app = TestApp::sqlite(|s| s.auth.api_keys = Some("old-key,new-key".into())).await;
     let body = json!({"name": "guarded"});
     let resp = app.send_json(Method::POST, "/data", &body).await;
     assert_eq!(resp.headers()["www-authenticate"], "Bearer");

@@ -235,7 +235,7 @@ async fn delete_then_get_is_404(app: &TestApp) {
 /// What a write answers must equal what a later read from the database answers (cache off):
 /// microsecond timestamps, the same JSON value for the payload.
 async fn writes_answer_what_reads_return(app: &TestApp) {
-    let uncached = TestApp::start_like(app, |s| s.cache.cache_capacity = 0).await;
+    let uncached = TestApp::start_like(app, |s| s.cache.capacity = 0).await;
     let payload = json!({"z": 1, "a": {"nested": [1.5, -2, "ü", null, true]}, "big": 9007199254740993u64, "s": "\u{1F600}"});
     let created = uncached
         .create(json!({"name": "fidelity ✓", "description": "x\ny", "payload": payload}))

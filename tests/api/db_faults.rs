@@ -76,7 +76,7 @@ async fn postgres_stopped_and_restarted_under_load() {
         .await
         .unwrap();
     let app = TestApp::on_url(&cluster.url(), |s| {
-        s.db.db_acquire_timeout = Duration::from_secs(1);
+        s.db.acquire_timeout = Duration::from_secs(1);
     })
     .await;
     let ids = app.create_many(10, "fault").await;
@@ -187,8 +187,8 @@ async fn read_only_sqlite_refuses_writes_with_503() {
     let id = app.create_many(1, "ro").await[0];
     let ro_url = app.database_url().replace("mode=rwc", "mode=ro");
     let ro = TestApp::start_like(&app, |s| {
-        s.database_url = ro_url;
-        s.db.migrate_on_start = false;
+        s.db.url = ro_url;
+        s.server.migrate_on_start = false;
     })
     .await;
     let path = format!("/data/{id}");

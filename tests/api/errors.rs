@@ -106,7 +106,7 @@ async fn routing_errors_are_problems(app: &TestApp) {
 }
 
 async fn body_limit_is_413(app: &TestApp) {
-    let small = TestApp::start_like(app, |s| s.http.body_limit = 1024).await;
+    let small = TestApp::start_like(app, |s| s.limits.body_limit = 1024).await;
     let big = json!({"name": "x", "description": "d".repeat(2000)});
     let p = problem(small.send_json(Method::POST, "/data", &big).await, 413).await;
     assert!(p["detail"].as_str().unwrap().contains("1024"));
@@ -198,4 +198,56 @@ async fn extreme_numbers_round_trip(app: &TestApp) {
     assert_eq!(got["payload"]["u"].as_u64(), Some(u64::MAX));
     assert_eq!(got["payload"]["i"].as_i64(), Some(i64::MIN));
     fresh.stop_shared().await;
+}
+
+/// A handler that panics gets the client a 500 problem on a connection that stays usable, and
+/// the panic is counted. (No route of the service panics on purpose, so the test wraps a
+/// panicking endpoint in the same middleware `api::routes` uses, and serves it for real.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panics_are_answered_500_and_counted() {
+    use data_api::{api::middleware::catch_panics, metrics::Metrics};
+    use poem::{
+        Route,
+        endpoint::make_sync,
+        listener::{Acceptor, Listener, TcpListener},
+    };
+
+    let metrics = std::sync::Arc::new(Metrics::new(true));
+    let routes = Route::new()
+        .at(
+            "/boom",
+            make_sync(|_| -> &'static str { panic!("deliberate test panic") }),
+        )
+        .at("/fine", make_sync(|_| "fine"));
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let port = acceptor.local_addr()[0].as_socket_addr().unwrap().port();
+    let server =
+        tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(catch_panics(routes, &metrics)));
+    let client = reqwest::Client::new();
+    let resp = client
+        .get(format!("http://127.0.0.1:{port}/boom"))
+        .send()
+        .await
+        .expect("an answer, not a dropped connection");
+    let p = problem(resp, 500).await;
+    assert_eq!(p["type"], "urn:problem:data-api:internal");
+    assert!(
+        !p.to_string().contains("deliberate"),
+        "the panic message stays in the log: {p}"
+    );
+    let fine = client
+        .get(format!("http://127.0.0.1:{port}/fine"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fine.status(), 200, "the server keeps serving");
+    let text = metrics.render();
+    assert_eq!(
+        crate::helpers::metric(&text, "http_server_panics_total", &[]),
+        1.0
+    );
+    server.abort();
 }

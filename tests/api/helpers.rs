@@ -1,7 +1,12 @@
 //! `TestApp`: the real service on port 0 against a database of its own (a fresh SQLite file, or a
 //! fresh PostgreSQL database when `TEST_DATABASE_URL` is set), plus a small HTTP client.
 
-use std::io::Write;
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use data_api::{config::Settings, startup::App};
 use reqwest::{Client, Method, RequestBuilder, Response};
@@ -44,12 +49,44 @@ pub struct TestApp {
     _dir: Option<tempfile::TempDir>,
 }
 
-/// Says on the real stderr (not captured by the test harness) that a test was skipped.
+/// Why tests were skipped, for the summary printed when the test binary exits.
+static SKIPPED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Says on the real stderr (not captured by the test harness) that a test was skipped, and
+/// counts it for the one-line summary at the end of the run.
 pub fn skip(why: &str) {
     let _ = writeln!(
         std::io::stderr(),
         "SKIPPED {}: {why}",
         std::thread::current().name().unwrap_or("?")
+    );
+    static SUMMARY: std::sync::Once = std::sync::Once::new();
+    // After the harness's own result line, when the binary exits.
+    // SAFETY: registers a plain `extern "C" fn` that takes no arguments.
+    SUMMARY.call_once(|| unsafe {
+        libc::atexit(print_skipped);
+    });
+    if let Ok(mut skipped) = SKIPPED.lock() {
+        skipped.push(why.to_owned());
+    }
+}
+
+/// `api tests: N skipped (reason: count; …)`.
+extern "C" fn print_skipped() {
+    let Ok(skipped) = SKIPPED.lock() else { return };
+    let mut by_reason = std::collections::BTreeMap::<&str, usize>::new();
+    for why in skipped.iter() {
+        *by_reason.entry(why).or_default() += 1;
+    }
+    let reasons: Vec<String> = by_reason
+        .iter()
+        .map(|(why, n)| format!("{why}: {n}"))
+        .collect();
+    let _ = writeln!(
+        std::io::stderr(),
+        "api tests: {} skipped ({})",
+        skipped.len(),
+        reasons.join("; ")
     );
 }
 
@@ -62,15 +99,15 @@ pub fn which(tool: &str) -> Option<std::path::PathBuf> {
     })
 }
 
-/// Settings for tests: port 0, quiet, small pools.
+/// Settings for tests: the documented defaults (never the environment's), port 0, small
+/// pools, and gauges sampled often so tests can wait on them.
 fn test_settings(url: &str) -> Settings {
     let mut s = Settings::defaults_for(url);
-    s.bind = "127.0.0.1:0".parse().expect("literal address");
-    s.db.db_max_connections = Some(4);
-    s.db.db_min_connections = Some(0);
-    s.http.drain_timeout = std::time::Duration::from_secs(5);
-    // Hermetic: no export even if the environment names a collector.
-    s.trace.otlp_endpoint = None;
+    s.server.bind = "127.0.0.1:0".parse().expect("literal address");
+    s.db.max_connections = Some(4);
+    s.db.min_connections = Some(0);
+    s.server.drain_timeout = Duration::from_secs(5);
+    s.metrics.interval = Duration::from_millis(50);
     s
 }
 
@@ -162,7 +199,7 @@ impl TestApp {
 
     /// The database URL the app uses.
     pub fn database_url(&self) -> &str {
-        &self.settings.database_url
+        &self.settings.db.url
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -207,6 +244,40 @@ impl TestApp {
             .min_connections(1)
             .sqlx_logging(false);
         Database::connect(opts).await.expect("outside connection")
+    }
+
+    /// The Prometheus text from `/metrics` (on its own port if it has one).
+    pub async fn scrape(&self) -> String {
+        let url = match self.metrics_port {
+            Some(port) => format!("http://127.0.0.1:{port}/metrics"),
+            None => self.url("/metrics"),
+        };
+        let resp = self.client.get(url).send().await.expect("scrape sent");
+        assert_eq!(resp.status(), 200, "scrape");
+        resp.text().await.expect("metrics text")
+    }
+
+    /// Polls `/metrics` until `name{labels}` satisfies `ok`; returns the value. Tests wait on
+    /// the service's own state this way instead of sleeping and hoping.
+    pub async fn wait_for_metric(
+        &self,
+        name: &str,
+        labels: &[&str],
+        ok: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let started = Instant::now();
+        loop {
+            let v = metric(&self.scrape().await, name, labels);
+            if ok(v) {
+                return v;
+            }
+            // A no-hang guard, not a timing assertion.
+            assert!(
+                started.elapsed() < STATE_WAIT,
+                "{name}{labels:?} still {v} after {STATE_WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Creates an item and returns its body.
@@ -259,4 +330,122 @@ pub async fn problem(resp: Response, status: u16) -> Value {
         "title: {body}"
     );
     body
+}
+
+/// Longest a test waits for the service to reach a state before it fails (a no-hang guard:
+/// on a loaded 2-core machine states are reached far sooner).
+pub const STATE_WAIT: Duration = Duration::from_secs(20);
+
+/// The sum of the series `name{labels}` whose label text contains every one of `labels`.
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|lab| l.contains(lab)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The real `data-api` binary, serving on a free port with JSON logs on stdout, every line
+/// kept. Killed when dropped, so a failing test leaves no process behind.
+pub struct Binary {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    logs: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Binary {
+    /// Starts `data-api serve` with `args` (after `--bind 127.0.0.1:0 --log-format json`) and
+    /// `env` (after `RUST_LOG=info`; the OpenTelemetry variables of the test's own environment
+    /// are removed); waits until it logs its address.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_data-api"));
+        cmd.args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
+            .env("RUST_LOG", "info");
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("OTEL_") {
+                cmd.env_remove(key);
+            }
+        }
+        let mut child = cmd
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the data-api binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        // Reads every line (so the service never blocks on a full pipe) and reports the address.
+        let logs = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["fields"]["message"] == "listening"
+                    && let Some(addr) = v["fields"]["addr"].as_str()
+                {
+                    let _ = addr_tx.send(addr.to_owned());
+                }
+                lines.push(line);
+            }
+            lines
+        });
+        let mut bin = Self {
+            child: Some(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            logs: Some(logs),
+        };
+        bin.addr = addr_rx
+            .recv_timeout(STATE_WAIT)
+            .ok()
+            .and_then(|a| a.parse().ok())
+            .expect("the service logs its address");
+        bin
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        let pid = self.child.as_ref().map_or(0, Child::id);
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM {pid}");
+    }
+
+    /// The exit status, if the process has ended.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()?
+            .try_wait()
+            .expect("waiting on the child")
+    }
+
+    /// SIGTERM, then the exit status must be 0; returns every log line.
+    pub async fn stop(mut self) -> Vec<String> {
+        self.sigterm();
+        let mut child = self.child.take().expect("running");
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .expect("wait task")
+            .expect("exit status");
+        assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
+        self.logs
+            .take()
+            .map(|l| l.join().expect("log reader"))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -31,9 +31,9 @@ async fn shutdown_stops_accepting(app: &TestApp) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_down_gives_503_not_500() {
     let Some(app) = TestApp::postgres(|s| {
-        s.db.db_acquire_timeout = Duration::from_millis(300);
-        s.http.ready_timeout = Duration::from_millis(500);
-        s.cache.cache_capacity = 0;
+        s.db.acquire_timeout = Duration::from_millis(300);
+        s.server.ready_timeout = Duration::from_millis(500);
+        s.cache.capacity = 0;
     })
     .await
     else {

@@ -12,8 +12,8 @@ use crate::helpers::{TestApp, problem};
 #[tokio::test]
 async fn long_targets_get_414_and_big_headers_431() {
     let app = TestApp::sqlite(|s| {
-        s.http.max_uri_length = 200;
-        s.http.max_header_bytes = 2_000;
+        s.limits.max_uri_length = 200;
+        s.limits.max_header_bytes = 2_000;
     })
     .await;
     assert_eq!(
@@ -213,7 +213,7 @@ async fn gzip_bodies_are_limited_after_inflating() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed() {
     let app =
-        TestApp::sqlite(|s| s.http.idle_timeout = std::time::Duration::from_millis(300)).await;
+        TestApp::sqlite(|s| s.server.idle_timeout = std::time::Duration::from_millis(300)).await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let closed_after = tokio::task::spawn_blocking(move || {
         let mut conn = std::net::TcpStream::connect(addr).unwrap();
@@ -255,12 +255,19 @@ async fn idle_connections_are_closed() {
 /// backlog) and is served as soon as an open connection closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_cap_wait_for_a_free_place() {
-    let app = TestApp::sqlite(|s| s.http.max_connections = 2).await;
+    // `/metrics` on its own (uncapped) address, to watch the cap fill.
+    let app = TestApp::sqlite(|s| {
+        s.server.max_connections = 2;
+        s.metrics.bind = Some("127.0.0.1:0".parse().expect("literal address"));
+    })
+    .await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let first = std::net::TcpStream::connect(&addr).unwrap();
     let _second = std::net::TcpStream::connect(&addr).unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    app.wait_for_metric("http_server_open_connections", &[], |n| n == 2.0)
+        .await;
     let third = tokio::spawn(reqwest::get(app.url("/health/live")));
+    // Proving a negative takes a window of time: given half a second, it was not served.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(
         !third.is_finished(),

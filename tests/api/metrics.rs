@@ -6,33 +6,40 @@ use std::collections::BTreeSet;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{TestApp, skip, which};
+use data_api::metrics::catalog;
 
-/// Every family the README documents.
-const FAMILIES: &[&str] = &[
-    "http_server_request_duration_seconds",
-    "http_server_active_requests",
-    "http_server_open_connections",
-    "http_server_connection_limit",
-    "cache_gets_total",
-    "cache_load_coalesced_total",
-    "cache_evictions_total",
-    "cache_entries",
-    "cache_size_bytes",
-    "cache_capacity_entries",
-    "db_client_operation_duration_seconds",
-    "db_client_operation_errors_total",
-    "db_client_connection_usage",
-    "db_client_connection_max",
-    "db_client_connection_idle_min",
-    "db_client_connection_pending_requests",
-    "db_client_connection_wait_time_seconds",
-    "db_client_connection_timeouts_total",
-    "build_info",
+use crate::helpers::{TestApp, metric, skip, which};
+
+/// Families that come from `metrics-process` rather than our catalog.
+const PROCESS_FAMILIES: &[&str] = &[
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_open_fds",
 ];
+
+/// Every family: our catalog and the process metrics.
+fn families() -> impl Iterator<Item = &'static str> {
+    catalog::ALL
+        .iter()
+        .map(|m| m.name)
+        .chain(PROCESS_FAMILIES.iter().copied())
+}
+
+/// The documentation lists every metric the service exports.
+#[test]
+fn docs_list_every_metric() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/OBSERVABILITY.md"
+    ))
+    .expect("docs/OBSERVABILITY.md");
+    for family in families() {
+        assert!(
+            doc.contains(&format!("`{family}`")),
+            "docs/OBSERVABILITY.md does not list {family}"
+        );
+    }
+}
 
 crate::on_both_backends!(
     every_family_exists_from_start,
@@ -54,19 +61,9 @@ async fn scrape(app: &TestApp) -> String {
     resp.text().await.unwrap()
 }
 
-/// The value of the series `name{labels}` whose label text contains every one of `labels`.
-fn value(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| labels.iter().all(|lab| l.contains(lab)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 async fn every_family_exists_from_start(app: &TestApp) {
     let text = scrape(app).await;
-    for family in FAMILIES {
+    for family in families() {
         assert!(
             text.contains(&format!("# TYPE {family} ")),
             "{family} is declared:\n{text}"
@@ -77,14 +74,14 @@ async fn every_family_exists_from_start(app: &TestApp) {
         assert!(has_series, "{family} has a series before any traffic");
     }
     assert_eq!(
-        value(&text, "db_client_connection_timeouts_total", &[]),
+        metric(&text, "db_client_connection_timeouts_total", &[]),
         0.0
     );
     assert_eq!(
-        value(&text, "cache_evictions_total", &["cause=\"size\""]),
+        metric(&text, "cache_evictions_total", &["cause=\"size\""]),
         0.0
     );
-    assert_eq!(value(&text, "build_info", &["version=\""]), 1.0);
+    assert_eq!(metric(&text, "build_info", &["version=\""]), 1.0);
 }
 
 async fn values_follow_traffic(app: &TestApp) {
@@ -102,7 +99,7 @@ async fn values_follow_traffic(app: &TestApp) {
         "http_response_status_code=\"200\"",
     ];
     assert_eq!(
-        value(&text, "http_server_request_duration_seconds_count", &get_ok),
+        metric(&text, "http_server_request_duration_seconds_count", &get_ok),
         5.0
     );
     let created = [
@@ -111,7 +108,7 @@ async fn values_follow_traffic(app: &TestApp) {
         "http_response_status_code=\"201\"",
     ];
     assert_eq!(
-        value(
+        metric(
             &text,
             "http_server_request_duration_seconds_count",
             &created
@@ -123,7 +120,7 @@ async fn values_follow_traffic(app: &TestApp) {
         "http_response_status_code=\"404\"",
     ];
     assert_eq!(
-        value(
+        metric(
             &text,
             "http_server_request_duration_seconds_count",
             &unmatched
@@ -141,10 +138,10 @@ async fn values_follow_traffic(app: &TestApp) {
         "raw paths and ids never become label values"
     );
     // The first GET missed (after a create the cache is filled by the next read), the rest hit.
-    assert_eq!(value(&text, "cache_gets_total", &["result=\"hit\""]), 4.0);
-    assert_eq!(value(&text, "cache_gets_total", &["result=\"miss\""]), 2.0);
+    assert_eq!(metric(&text, "cache_gets_total", &["result=\"hit\""]), 4.0);
+    assert_eq!(metric(&text, "cache_gets_total", &["result=\"miss\""]), 2.0);
     assert_eq!(
-        value(
+        metric(
             &text,
             "db_client_operation_duration_seconds_count",
             &["db_operation_name=\"insert\""]
@@ -152,30 +149,26 @@ async fn values_follow_traffic(app: &TestApp) {
         1.0
     );
     assert_eq!(
-        value(
+        metric(
             &text,
             "db_client_operation_duration_seconds_count",
             &["db_operation_name=\"select\""]
         ),
         2.0
     );
-    assert!(value(&text, "db_client_connection_max", &[]) >= 1.0);
+    assert!(metric(&text, "db_client_connection_max", &[]) >= 1.0);
     // The active-requests gauge counts the scrape itself.
-    assert_eq!(value(&text, "http_server_active_requests", &[]), 1.0);
+    assert_eq!(metric(&text, "http_server_active_requests", &[]), 1.0);
     // ... over at least its own connection, under the default cap.
-    assert!(value(&text, "http_server_open_connections", &[]) >= 1.0);
-    assert_eq!(value(&text, "http_server_connection_limit", &[]), 4096.0);
-    assert!(value(&text, "process_resident_memory_bytes", &[]) > 0.0);
-    // Gauges are sampled on an interval.
-    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    assert!(metric(&text, "http_server_open_connections", &[]) >= 1.0);
+    assert_eq!(metric(&text, "http_server_connection_limit", &[]), 4096.0);
+    assert!(metric(&text, "process_resident_memory_bytes", &[]) > 0.0);
+    // Gauges are sampled on an interval: wait for a sample that has both entries.
+    app.wait_for_metric("cache_entries", &[], |n| n == 2.0)
+        .await;
     let text = scrape(app).await;
-    assert_eq!(
-        value(&text, "cache_entries", &[]),
-        2.0,
-        "the item and the cached not-found"
-    );
-    assert!(value(&text, "cache_size_bytes", &[]) > 50.0);
-    assert!(value(&text, "db_client_connection_usage", &["state=\"idle\""]) >= 1.0);
+    assert!(metric(&text, "cache_size_bytes", &[]) > 50.0);
+    assert!(metric(&text, "db_client_connection_usage", &["state=\"idle\""]) >= 1.0);
 }
 
 async fn concurrent_misses_make_one_database_read(app: &TestApp) {
@@ -193,11 +186,11 @@ async fn concurrent_misses_make_one_database_read(app: &TestApp) {
         assert_eq!(t.await.unwrap(), 200);
     }
     let after = scrape(app).await;
-    let reads = value(
+    let reads = metric(
         &after,
         "db_client_operation_duration_seconds_count",
         &select,
-    ) - value(
+    ) - metric(
         &before,
         "db_client_operation_duration_seconds_count",
         &select,
@@ -206,7 +199,7 @@ async fn concurrent_misses_make_one_database_read(app: &TestApp) {
         reads, 1.0,
         "40 concurrent GETs of an uncached item read the database once"
     );
-    let gets = value(&after, "cache_gets_total", &[]) - value(&before, "cache_gets_total", &[]);
+    let gets = metric(&after, "cache_gets_total", &[]) - metric(&before, "cache_gets_total", &[]);
     assert_eq!(gets, 40.0);
 }
 
@@ -282,8 +275,7 @@ async fn output_passes_promtool(app: &TestApp) {
 
 #[tokio::test]
 async fn metrics_can_have_their_own_address() {
-    let app =
-        TestApp::sqlite(|s| s.metrics.metrics_bind = Some("127.0.0.1:0".parse().unwrap())).await;
+    let app = TestApp::sqlite(|s| s.metrics.bind = Some("127.0.0.1:0".parse().unwrap())).await;
     assert_eq!(
         app.get("/metrics").await.status(),
         404,
@@ -308,7 +300,7 @@ async fn metrics_can_have_their_own_address() {
 
 #[tokio::test]
 async fn metrics_can_be_turned_off() {
-    let app = TestApp::sqlite(|s| s.metrics.metrics = false).await;
+    let app = TestApp::sqlite(|s| s.metrics.enabled = false).await;
     assert_eq!(app.get("/metrics").await.status(), 404);
     assert_eq!(
         app.create(json!({"name": "still works"})).await["version"],
@@ -319,7 +311,7 @@ async fn metrics_can_be_turned_off() {
 
 #[tokio::test]
 async fn metrics_can_require_a_bearer_token() {
-    let app = TestApp::sqlite(|s| s.metrics.metrics_token = Some("scrape-secret".into())).await;
+    let app = TestApp::sqlite(|s| s.metrics.token = Some("scrape-secret".into())).await;
     let without = app.get("/metrics").await;
     assert_eq!(without.headers()["www-authenticate"], "Bearer");
     crate::helpers::problem(without, 401).await;

@@ -3,6 +3,8 @@
 
 use serde_json::Value;
 
+use data_api::api::{models::PageLimit, route::ApiRoute};
+
 use crate::helpers::TestApp;
 
 const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots/openapi.json");
@@ -56,12 +58,56 @@ async fn spec_documents_operations_and_errors() {
         .iter()
         .find(|p| p["name"] == "limit")
         .unwrap();
-    assert_eq!(limit["schema"]["maximum"], 500.0);
+    assert_eq!(limit["schema"]["maximum"], PageLimit::MAX as f64);
     let docs = app.get("/docs").await;
     assert_eq!(docs.status(), 200);
+    let page = docs.text().await.unwrap();
+    assert!(page.contains("swagger"), "Swagger UI is served");
     assert!(
-        docs.text().await.unwrap().contains("swagger"),
-        "Swagger UI is served"
+        page.contains(r#""additionalProperties": false"#),
+        "Swagger UI shows the served document, with its additions"
     );
+    app.stop().await;
+}
+
+/// The route table (`api::route`) agrees with what the service serves: every operation in the
+/// document, and the routes outside it, map to a route whose template and methods match.
+#[tokio::test]
+async fn route_table_matches_the_router() {
+    let app = TestApp::sqlite(|_| {}).await;
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let paths = spec["paths"].as_object().unwrap();
+    for (template, ops) in paths {
+        let route = ApiRoute::of(&template.replace("{id}", "1"));
+        assert_eq!(route.template(), template, "route of {template}");
+        let mut methods: Vec<String> = ops
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|m| m.to_uppercase())
+            .collect();
+        let mut allowed: Vec<String> = route.allow().split(", ").map(str::to_owned).collect();
+        methods.sort();
+        allowed.sort();
+        assert_eq!(methods, allowed, "methods of {template}");
+    }
+    let documented: Vec<ApiRoute> = paths
+        .keys()
+        .map(|t| ApiRoute::of(&t.replace("{id}", "1")))
+        .collect();
+    for route in ApiRoute::ALL {
+        if route == ApiRoute::Unmatched || documented.contains(&route) {
+            continue;
+        }
+        let resp = app.get(route.template()).await;
+        assert_eq!(resp.status(), 200, "GET {}", route.template());
+        let wrong = app
+            .request(reqwest::Method::DELETE, route.template())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 405, "DELETE {}", route.template());
+        assert_eq!(wrong.headers()["allow"], route.allow());
+    }
     app.stop().await;
 }

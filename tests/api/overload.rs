@@ -7,13 +7,16 @@ use reqwest::Method;
 use sea_orm::ConnectionTrait;
 use serde_json::json;
 
-use crate::helpers::{TestApp, problem};
+use crate::helpers::{TestApp, metric, problem};
+
+/// Admissions to a pool (one per query that got a connection, waiting or not).
+const WAITS: &str = "db_client_connection_wait_time_seconds_count";
 
 /// SQLite: another process holding the write lock makes writes 503 within about the acquire
 /// timeout (the busy timeout equals it); reads keep working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_write_lock_held_elsewhere_gives_quick_503() {
-    let app = TestApp::sqlite(|s| s.db.db_acquire_timeout = Duration::from_millis(300)).await;
+    let app = TestApp::sqlite(|s| s.db.acquire_timeout = Duration::from_millis(300)).await;
     let item = app.create(json!({"name": "x"})).await;
     let path = format!("/data/{}", item["id"]);
 
@@ -55,9 +58,9 @@ async fn sqlite_write_lock_held_elsewhere_gives_quick_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_pool_exhaustion_gives_quick_503() {
     let Some(app) = TestApp::postgres(|s| {
-        s.db.db_max_connections = Some(1);
-        s.db.db_acquire_timeout = Duration::from_millis(300);
-        s.cache.cache_capacity = 0;
+        s.db.max_connections = Some(1);
+        s.db.acquire_timeout = Duration::from_millis(300);
+        s.cache.capacity = 0;
     })
     .await
     else {
@@ -73,11 +76,14 @@ async fn postgres_pool_exhaustion_gives_quick_503() {
         .await
         .unwrap();
 
+    let admitted = app.scrape().await;
+    let admitted = metric(&admitted, WAITS, &[]);
     let stuck = {
         let (client, url) = (app.client.clone(), app.url(&path));
         tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The stuck request holds the one connection once the pool has admitted it.
+    app.wait_for_metric(WAITS, &[], |n| n > admitted).await;
     let started = Instant::now();
     let resp = app.get(&path).await;
     let waited = started.elapsed();
@@ -111,13 +117,15 @@ async fn hold_write_lock(app: &TestApp) -> sea_orm::DatabaseConnection {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_cap_answers_503_at_once() {
     let app = TestApp::sqlite(|s| {
-        s.http.max_in_flight = 1;
-        s.db.db_acquire_timeout = Duration::from_millis(1500);
+        s.limits.max_in_flight = 1;
+        s.db.acquire_timeout = Duration::from_millis(1500);
     })
     .await;
     let item = app.create(json!({"name": "x"})).await;
     let path = format!("/data/{}", item["id"]);
     let lock = hold_write_lock(&app).await;
+    let write_pool = ["pool=\"write\""];
+    let admitted = metric(&app.scrape().await, WAITS, &write_pool);
     let slow = {
         let (client, url) = (app.client.clone(), app.url(&path));
         tokio::spawn(async move {
@@ -129,9 +137,13 @@ async fn in_flight_cap_answers_503_at_once() {
                 .map(|r| r.status().as_u16())
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The slow write holds the one in-flight place once the write pool has admitted it.
+    app.wait_for_metric(WAITS, &write_pool, |n| n > admitted)
+        .await;
     let started = Instant::now();
     let resp = app.get(&path).await;
+    // A no-hang guard, not a timing assertion: "at once" means well before the slow write's
+    // 1.5 s acquire timeout could have freed a place.
     assert!(
         started.elapsed() < Duration::from_millis(500),
         "answered at once: {:?}",
@@ -160,8 +172,8 @@ async fn in_flight_cap_answers_503_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_timeout_answers_503() {
     let app = TestApp::sqlite(|s| {
-        s.http.request_timeout = Duration::from_millis(300);
-        s.db.db_acquire_timeout = Duration::from_secs(3);
+        s.limits.request_timeout = Duration::from_millis(300);
+        s.db.acquire_timeout = Duration::from_secs(3);
     })
     .await;
     let item = app.create(json!({"name": "x"})).await;

@@ -4,12 +4,11 @@
 //! the drain timeout.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    process::{Child, Command, Stdio},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -19,54 +18,7 @@ use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-/// The service binary on port 0 with its own SQLite file; `addr` parsed from its log.
-struct Service {
-    child: Child,
-    addr: SocketAddr,
-    _logs: std::thread::JoinHandle<()>,
-}
-
-impl Service {
-    fn start(db_url: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_data-api"))
-            .args(["serve", "--bind", "127.0.0.1:0", "--database-url", db_url])
-            .args(["--drain-timeout", "10s", "--access-log", "false"])
-            .env("RUST_LOG", "info")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting the data-api binary");
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let addr = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|line| {
-                let at = line.find("listening addr=")?;
-                let rest = &line[at + "listening addr=".len()..];
-                rest.split_whitespace().next()?.parse().ok()
-            })
-            .expect("the service logs its address");
-        // Keep draining the log so the service never blocks on a full pipe.
-        let logs = std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
-        Self {
-            child,
-            addr,
-            _logs: logs,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success());
-    }
-}
+use crate::helpers::{Binary, STATE_WAIT, metric};
 
 /// What the load saw: statuses of answered requests and transport errors.
 #[derive(Default)]
@@ -77,8 +29,14 @@ struct Seen {
     acked: Vec<(i64, i64)>,
 }
 
-/// Reads and replaces `ids` in a loop until `stop`, on one keep-alive client.
-async fn load(base: String, ids: Vec<i64>, stop: Arc<AtomicBool>) -> Seen {
+/// Reads and replaces `ids` in a loop until `stop`, on one keep-alive client, counting the
+/// answers in `answered`.
+async fn load(
+    base: String,
+    ids: Vec<i64>,
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicUsize>,
+) -> Seen {
     let client = Client::new();
     let mut seen = Seen::default();
     let mut turn = 0usize;
@@ -99,6 +57,7 @@ async fn load(base: String, ids: Vec<i64>, stop: Arc<AtomicBool>) -> Seen {
             Ok(resp) => {
                 let status = resp.status();
                 seen.statuses.push(status);
+                answered.fetch_add(1, Ordering::Relaxed);
                 if let Ok(body) = resp.json::<Value>().await
                     && let Some(v) = body["version"].as_i64()
                 {
@@ -131,7 +90,17 @@ async fn sigterm_under_load_drains_and_exits_zero() {
         "sqlite://{}?mode=rwc",
         dir.path().join("drain.db").display()
     );
-    let mut svc = Service::start(&db_url);
+    let mut svc = Binary::start(
+        &[
+            "--database-url",
+            &db_url,
+            "--drain-timeout",
+            "10s",
+            "--access-log",
+            "false",
+        ],
+        &[],
+    );
     let client = Client::new();
     let mut ids = Vec::new();
     for i in 0..20 {
@@ -145,15 +114,9 @@ async fn sigterm_under_load_drains_and_exits_zero() {
         ids.push(resp.json::<Value>().await.unwrap()["id"].as_i64().unwrap());
     }
 
-    // Load from 8 keep-alive clients.
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..8)
-        .map(|w| {
-            let mine = ids.iter().copied().skip(w).step_by(8).collect();
-            tokio::spawn(load(svc.url(""), mine, stop.clone()))
-        })
-        .collect();
-    // A create whose head and first half of body are sent before SIGTERM, the rest after.
+    // A create whose head and first half of body are sent before SIGTERM, the rest after;
+    // in flight once the server counts it (with the scrape that asks).
+    let gauge = |text: &str, name: &str| metric(text, name, &[]);
     let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
     let body = Body::wrap_stream(tokio_stream_from(rx));
     tx.send(Ok(br#"{"name": "sent across "#.to_vec()))
@@ -166,8 +129,27 @@ async fn sigterm_under_load_drains_and_exits_zero() {
             .body(body)
             .send(),
     );
+    let scrape = || async {
+        let resp = client.get(svc.url("/metrics")).send().await.unwrap();
+        resp.text().await.unwrap()
+    };
+    wait_until(|| async { gauge(&scrape().await, "http_server_active_requests") >= 2.0 }).await;
+
+    // A readiness probe whose head is under way, on a connection the server has accepted.
+    let open = gauge(&scrape().await, "http_server_open_connections");
     let mut probe = half_sent_ready_probe(svc.addr);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until(|| async { gauge(&scrape().await, "http_server_open_connections") > open }).await;
+
+    // Load from 8 keep-alive clients, running before the signal.
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let mine = ids.iter().copied().skip(w).step_by(8).collect();
+            tokio::spawn(load(svc.url(""), mine, stop.clone(), answered.clone()))
+        })
+        .collect();
+    wait_until(|| async { answered.load(Ordering::Relaxed) >= 50 }).await;
 
     svc.sigterm();
     let signalled = Instant::now();
@@ -195,8 +177,7 @@ async fn sigterm_under_load_drains_and_exits_zero() {
     );
     assert!(answer.contains("not-ready"), "{answer}");
 
-    // The slow create completes.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The slow create completes (the rest of its body arrives after the listener closed).
     tx.send(Ok(br#"the shutdown"}"#.to_vec())).await.unwrap();
     drop(tx);
     let created = slow
@@ -217,7 +198,7 @@ async fn sigterm_under_load_drains_and_exits_zero() {
 
     // Exit 0 within the drain timeout.
     let status = loop {
-        if let Some(status) = svc.child.try_wait().unwrap() {
+        if let Some(status) = svc.try_wait() {
             break status;
         }
         assert!(
@@ -278,4 +259,13 @@ fn tokio_stream_from<T: Send + 'static>(
     mut rx: mpsc::Receiver<T>,
 ) -> impl futures_util::Stream<Item = T> + Send + 'static {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Polls `reached` until it holds; fails after `STATE_WAIT` (a no-hang guard).
+async fn wait_until<F: Future<Output = bool>>(reached: impl Fn() -> F) {
+    let started = Instant::now();
+    while !reached().await {
+        assert!(started.elapsed() < STATE_WAIT, "state not reached in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

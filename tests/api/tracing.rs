@@ -2,12 +2,7 @@
 //! server span, and the real binary exports its spans (with their parent/child links) to an OTLP
 //! receiver, flushing them when it stops on SIGTERM.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::sync::{Arc, Mutex};
 
 use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest,
@@ -22,7 +17,7 @@ use poem::{
 use prost::Message;
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{Binary, TestApp};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
@@ -93,10 +88,16 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_are_exported_over_otlp_and_flushed_on_sigterm() {
-    // A minimal OTLP/HTTP receiver.
-    let received: Arc<Mutex<Vec<ExportTraceServiceRequest>>> = Arc::default();
+/// What a minimal OTLP/HTTP receiver got.
+type Received = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
+
+/// A minimal OTLP/HTTP receiver on a free port: its base URL, what it receives, its task.
+async fn otlp_receiver() -> (
+    String,
+    Received,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let received: Received = Arc::default();
     let acceptor = TcpListener::bind("127.0.0.1:0")
         .into_acceptor()
         .await
@@ -106,15 +107,27 @@ async fn spans_are_exported_over_otlp_and_flushed_on_sigterm() {
         .at("/v1/traces", poem::post(receive))
         .data(received.clone());
     let server = tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(receiver));
+    (format!("http://127.0.0.1:{port}"), received, server)
+}
 
+/// A binary with its own SQLite file in `dir`.
+fn start(dir: &tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> Binary {
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("bin.db").display());
+    let mut all = vec!["--database-url", url.as_str()];
+    all.extend_from_slice(args);
+    Binary::start(&all, env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_and_flushed_on_sigterm() {
+    let (otlp, received, server) = otlp_receiver().await;
     let dir = tempfile::tempdir().unwrap();
-    let otlp = format!("http://127.0.0.1:{port}");
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
         ("OTEL_SERVICE_NAME", "data-api-under-test"),
     ];
-    let bin = Binary::start(&dir, &env);
-    let addr = bin.addr.clone();
+    let bin = start(&dir, &[], &env);
+    let addr = bin.addr;
     let client = reqwest::Client::new();
     let base = format!("http://{addr}");
     let created: Value = client
@@ -211,79 +224,11 @@ async fn spans_are_exported_over_otlp_and_flushed_on_sigterm() {
     assert!(access.is_some(), "an access log line carries the trace id");
 }
 
-/// The real `data-api` binary on a free port with JSON logs, read line by line.
-struct Binary {
-    child: std::process::Child,
-    addr: String,
-    logs: std::thread::JoinHandle<Vec<String>>,
-}
-
-impl Binary {
-    fn start(dir: &tempfile::TempDir, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_data-api"))
-            .args([
-                "--bind",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--database-url",
-            ])
-            .arg(format!(
-                "sqlite://{}?mode=rwc",
-                dir.path().join("bin.db").display()
-            ))
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let logs = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["target"] == "data_api::startup"
-                    && v["fields"]["message"] == "listening"
-                {
-                    let _ =
-                        addr_tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_owned());
-                }
-                lines.push(line);
-            }
-            lines
-        });
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the server logs its address");
-        Self { child, addr, logs }
-    }
-
-    /// SIGTERM, then the exit status must be 0; returns every log line.
-    async fn stop(self) -> Vec<String> {
-        let Self {
-            mut child, logs, ..
-        } = self;
-        let term = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(term.success());
-        let status = tokio::task::spawn_blocking(move || child.wait())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
-        logs.join().unwrap()
-    }
-}
-
 /// Without OTLP export, log lines written inside a request still carry its trace and span ids.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_lines_carry_trace_ids_without_export() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = Binary::start(&dir, &[]);
+    let bin = start(&dir, &[], &[]);
     let client = reqwest::Client::new();
     let resp = client
         .get(format!("http://{}/data/12345", bin.addr))
@@ -316,8 +261,9 @@ async fn log_lines_carry_trace_ids_without_export() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_never_appear_in_logs_or_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = Binary::start(
+    let bin = start(
         &dir,
+        &[],
         &[("DATA_API_KEYS", "s3cr3t-key-value"), ("RUST_LOG", "debug")],
     );
     let client = reqwest::Client::new();
@@ -348,4 +294,40 @@ async fn api_keys_never_appear_in_logs_or_metrics() {
         );
         assert!(!metrics.contains(secret), "{secret} leaked into /metrics");
     }
+}
+
+/// `--otel-service-name` given as a flag (no `OTEL_SERVICE_NAME`) names the exported spans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_name_flag_names_exported_spans() {
+    let (otlp, received, server) = otlp_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = start(
+        &dir,
+        &[
+            "--otlp-endpoint",
+            &otlp,
+            "--otel-service-name",
+            "named-by-flag",
+        ],
+        &[],
+    );
+    let resp = reqwest::get(bin.url("/health/live")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    bin.stop().await;
+    server.abort();
+    let requests = received.lock().unwrap();
+    let names: Vec<String> = requests
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .filter_map(|rs| rs.resource.as_ref())
+        .filter_map(|r| match attr(&r.attributes, "service.name") {
+            Some(Any::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!names.is_empty(), "spans were exported");
+    assert!(
+        names.iter().all(|n| n == "named-by-flag"),
+        "service.name from the flag: {names:?}"
+    );
 }

@@ -37,7 +37,7 @@ procs = []
 try:
     api, prom = free_port(), free_port()
     db = f"sqlite://{work}/e2e.db?mode=rwc"
-    subprocess.run([bin_api, "--database-url", db, "seed", "--items", "2000", "--quiet"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([bin_api, "seed", "--database-url", db, "--items", "2000", "--quiet"], check=True, stdout=subprocess.DEVNULL)
     procs.append(subprocess.Popen([bin_api, "--database-url", db, "--bind", f"127.0.0.1:{api}", "--access-log", "false"],
                                   stdout=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"}))
     wait("the service", lambda: "ok" in get(f"http://127.0.0.1:{api}/health/ready"))

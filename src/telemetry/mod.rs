@@ -10,20 +10,19 @@
 //! the log layer a formatted field set per request, which is most of what tracing would cost on a
 //! cache hit; the task-local costs nothing until a line is actually written.
 
+pub mod log_format;
+pub mod trace_context;
+
 use std::io::IsTerminal;
 
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::{
-    EnvFilter, Layer, fmt,
-    fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
-    prelude::*,
-    registry::LookupSpan,
-};
+use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
 
 use crate::config::{LogFormat, LogSettings, TraceSettings};
+use log_format::WithTraceIds;
+use trace_context::TraceHeader;
 
 /// Keeps the span exporter alive; `shutdown` flushes what is still queued.
 pub struct TelemetryGuard {
@@ -48,7 +47,7 @@ pub fn init(log: &LogSettings, trace: &TraceSettings) -> anyhow::Result<Telemetr
         .unwrap_or_else(|_| EnvFilter::new("info,poem::server=warn"))
         // The request span exists for export; log lines get its ids from the task-local.
         .add_directive("data_api::http=off".parse()?);
-    let fmt_layer = match log.log_format {
+    let fmt_layer = match log.format {
         LogFormat::Json => {
             let format = fmt::format()
                 .json()
@@ -77,8 +76,7 @@ pub fn init(log: &LogSettings, trace: &TraceSettings) -> anyhow::Result<Telemetr
         _ => None,
     };
     let otel_layer = provider.as_ref().map(|p| {
-        let filter =
-            EnvFilter::try_new(&trace.otel_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+        let filter = EnvFilter::try_new(&trace.filter).unwrap_or_else(|_| EnvFilter::new("info"));
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("data-api"))
             .with_filter(filter)
@@ -101,11 +99,10 @@ fn provider(endpoint: &str, trace: &TraceSettings) -> anyhow::Result<SdkTracerPr
         .with_http()
         .with_endpoint(url)
         .build()?;
-    let mut resource = Resource::builder();
-    if trace.otel_service_name.is_none() {
-        resource = resource.with_service_name("data-api");
-    }
-    let resource = resource
+    // The flag, or OTEL_SERVICE_NAME through it, or the default: always set here, never left to
+    // the SDK's own reading of the environment (which knows nothing of the flag).
+    let resource = Resource::builder()
+        .with_service_name(trace.service_name.clone())
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .build();
     Ok(SdkTracerProvider::builder()
@@ -114,26 +111,10 @@ fn provider(endpoint: &str, trace: &TraceSettings) -> anyhow::Result<SdkTracerPr
         .build())
 }
 
-/// The trace context of the request being handled: its `traceparent` as sent back.
-#[derive(Clone, Copy)]
-pub struct TraceIds(pub [u8; 55]);
-
-impl TraceIds {
-    /// The 32-hex-digit trace id.
-    pub fn trace_id(&self) -> &str {
-        std::str::from_utf8(&self.0[3..35]).unwrap_or_default()
-    }
-
-    /// The 16-hex-digit id of the request's server span.
-    pub fn span_id(&self) -> &str {
-        std::str::from_utf8(&self.0[36..52]).unwrap_or_default()
-    }
-}
-
 tokio::task_local! {
     /// Set by the request middleware for the duration of a request (and carried into the tasks
     /// it spawns).
-    pub static TRACE: TraceIds;
+    pub static TRACE: TraceHeader;
 }
 
 /// Runs `fut` with the current request's trace ids, if any, so a spawned task keeps them.
@@ -141,50 +122,5 @@ pub async fn with_current_trace<F: Future>(fut: F) -> F::Output {
     match TRACE.try_with(|ids| *ids) {
         Ok(ids) => TRACE.scope(ids, fut).await,
         Err(_) => fut.await,
-    }
-}
-
-/// Adds `trace_id` and `span_id` to every log line written inside a request.
-struct WithTraceIds<F> {
-    inner: F,
-    json: bool,
-}
-
-impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-    F: FormatEvent<S, N>,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> std::fmt::Result {
-        let Ok(ids) = TRACE.try_with(|ids| *ids) else {
-            return self.inner.format_event(ctx, writer, event);
-        };
-        if self.json {
-            // Splice the ids in as the first keys of the JSON object.
-            let mut line = String::new();
-            self.inner
-                .format_event(ctx, Writer::new(&mut line), event)?;
-            let rest = line.strip_prefix('{').unwrap_or(&line);
-            write!(
-                writer,
-                "{{\"trace_id\":\"{}\",\"span_id\":\"{}\",{rest}",
-                ids.trace_id(),
-                ids.span_id()
-            )
-        } else {
-            write!(
-                writer,
-                "trace_id={} span_id={} ",
-                ids.trace_id(),
-                ids.span_id()
-            )?;
-            self.inner.format_event(ctx, writer, event)
-        }
     }
 }

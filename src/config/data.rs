@@ -1,0 +1,95 @@
+//! The database connection pool and the in-memory caches.
+
+use std::time::Duration;
+
+use clap::Args;
+
+/// Where the data lives and how connections to it are pooled.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Database")]
+pub struct DbSettings {
+    /// Database URL (`sqlite://…` or `postgres://…`). Env: DATABASE_URL.
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        default_value = "sqlite://data-api.db?mode=rwc"
+    )]
+    pub url: String,
+
+    /// Maximum pooled connections [default: 60 on PostgreSQL; 8 readers on SQLite, plus one writer].
+    /// Env: DATA_API_DB_MAX_CONNECTIONS.
+    #[arg(
+        id = "db_max_connections",
+        value_name = "DB_MAX_CONNECTIONS",
+        long = "db-max-connections",
+        env = "DATA_API_DB_MAX_CONNECTIONS"
+    )]
+    pub max_connections: Option<u32>,
+
+    /// Connections kept open when idle [default: 20 on PostgreSQL, 1 on SQLite].
+    /// Env: DATA_API_DB_MIN_CONNECTIONS.
+    #[arg(long = "db-min-connections", env = "DATA_API_DB_MIN_CONNECTIONS")]
+    pub min_connections: Option<u32>,
+
+    /// How long a request waits for a free connection before it gets 503 + Retry-After.
+    /// On SQLite it is also the busy timeout for locks. Env: DATA_API_DB_ACQUIRE_TIMEOUT.
+    #[arg(long = "db-acquire-timeout", env = "DATA_API_DB_ACQUIRE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub acquire_timeout: Duration,
+
+    /// Connections are recycled after this long. Env: DATA_API_DB_MAX_LIFETIME.
+    #[arg(long = "db-max-lifetime", env = "DATA_API_DB_MAX_LIFETIME", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub max_lifetime: Duration,
+
+    /// Idle connections above the minimum are closed after this long. Env: DATA_API_DB_IDLE_TIMEOUT.
+    #[arg(id = "db_idle_timeout", value_name = "DB_IDLE_TIMEOUT", long = "db-idle-timeout", env = "DATA_API_DB_IDLE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Only ping pooled connections idle at least this long before handing them out, instead of
+    /// pinging on every acquire (the default, "pre-ping"). Env: DATA_API_DB_PING_IDLE_AFTER.
+    #[arg(long = "db-ping-idle-after", env = "DATA_API_DB_PING_IDLE_AFTER", value_parser = humantime::parse_duration)]
+    pub ping_idle_after: Option<Duration>,
+
+    /// Log every SQL statement (at info level). Env: DATA_API_DB_LOG_STATEMENTS.
+    #[arg(
+        long = "db-log-statements",
+        env = "DATA_API_DB_LOG_STATEMENTS",
+        default_value_t = false
+    )]
+    pub log_statements: bool,
+}
+
+/// The item cache in front of `GET /data/{id}`, and the memory of `Idempotency-Key`s.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Cache")]
+pub struct CacheSettings {
+    /// Most items kept in the cache; 0 disables it. Env: DATA_API_CACHE_CAPACITY.
+    #[arg(
+        long = "cache-capacity",
+        env = "DATA_API_CACHE_CAPACITY",
+        default_value_t = 1_000
+    )]
+    pub capacity: u64,
+
+    /// How long a cached item lives. Env: DATA_API_CACHE_TTL.
+    #[arg(long = "cache-ttl", env = "DATA_API_CACHE_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+
+    /// How long a "not found" answer is cached (a create makes the item visible at once regardless).
+    /// Env: DATA_API_CACHE_NEGATIVE_TTL.
+    #[arg(long = "cache-negative-ttl", env = "DATA_API_CACHE_NEGATIVE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub negative_ttl: Duration,
+
+    /// How long a POST's `Idempotency-Key` is remembered: a retry with the same key within it
+    /// gets the first answer instead of creating a second item. Env: DATA_API_IDEMPOTENCY_TTL.
+    #[arg(long = "idempotency-ttl", env = "DATA_API_IDEMPOTENCY_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub idempotency_ttl: Duration,
+
+    /// Most `Idempotency-Key`s remembered at once; past it the least recently used are
+    /// forgotten before their TTL. Env: DATA_API_IDEMPOTENCY_CAPACITY.
+    #[arg(
+        long = "idempotency-capacity",
+        env = "DATA_API_IDEMPOTENCY_CAPACITY",
+        default_value_t = 100_000
+    )]
+    pub idempotency_capacity: u64,
+}

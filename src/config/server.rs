@@ -1,0 +1,105 @@
+//! The HTTP server: its listener and lifecycle, request limits, response behaviour and API keys.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Args;
+
+/// The listener and the process's lifecycle.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Server")]
+pub struct ServerSettings {
+    /// Address to listen on. Env: DATA_API_BIND.
+    #[arg(long, env = "DATA_API_BIND", default_value = "0.0.0.0:8000")]
+    pub bind: SocketAddr,
+
+    /// Most connections open at once; at the cap new ones wait in the kernel's backlog until
+    /// one closes. Keep it below the file descriptor limit (`ulimit -n`). 0: no cap.
+    /// Env: DATA_API_MAX_CONNECTIONS.
+    #[arg(long, env = "DATA_API_MAX_CONNECTIONS", default_value_t = 4_096)]
+    pub max_connections: usize,
+
+    /// Closes a connection that has sent and received nothing for this long (idle keep-alive
+    /// connections, and clients that connect and send nothing); a request being handled is not
+    /// cut short. 0s: never. Env: DATA_API_IDLE_TIMEOUT.
+    #[arg(long, env = "DATA_API_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT. Env: DATA_API_DRAIN_TIMEOUT.
+    #[arg(long, env = "DATA_API_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// How long `/health/ready` waits for the database before answering 503.
+    /// Env: DATA_API_READY_TIMEOUT.
+    #[arg(long, env = "DATA_API_READY_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub ready_timeout: Duration,
+
+    /// Apply pending migrations when the server starts. Env: DATA_API_MIGRATE_ON_START.
+    #[arg(long, env = "DATA_API_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+}
+
+/// What one request may be and cost.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Request limits")]
+pub struct LimitSettings {
+    /// Largest accepted request body in bytes (chunked bodies included); larger gets 413.
+    /// Env: DATA_API_BODY_LIMIT.
+    #[arg(long, env = "DATA_API_BODY_LIMIT", default_value_t = 1_048_576)]
+    pub body_limit: usize,
+
+    /// Longest accepted request target (path and query) in bytes; longer gets 414.
+    /// Env: DATA_API_MAX_URI_LENGTH.
+    #[arg(long, env = "DATA_API_MAX_URI_LENGTH", default_value_t = 8_192)]
+    pub max_uri_length: usize,
+
+    /// Most bytes of request headers (names and values); more gets 431.
+    /// Env: DATA_API_MAX_HEADER_BYTES.
+    #[arg(long, env = "DATA_API_MAX_HEADER_BYTES", default_value_t = 16_384)]
+    pub max_header_bytes: usize,
+
+    /// Most requests handled at once; beyond it a request gets 503 + Retry-After at once instead
+    /// of queueing (health probes and /metrics are exempt). 0: no cap.
+    /// Env: DATA_API_MAX_IN_FLIGHT.
+    #[arg(long, env = "DATA_API_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+
+    /// Longest a request may take; past it the client gets 503 problem+json (a write that was
+    /// already under way still completes). 0s: no limit. Env: DATA_API_REQUEST_TIMEOUT.
+    #[arg(long, env = "DATA_API_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+}
+
+/// How responses are shaped for clients and browsers.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "HTTP")]
+pub struct HttpSettings {
+    /// `Cache-Control` sent with `GET /data/{id}`. Env: DATA_API_CACHE_CONTROL.
+    #[arg(long, env = "DATA_API_CACHE_CONTROL", default_value = "no-cache")]
+    pub cache_control: String,
+
+    /// Compress responses (gzip, deflate, brotli, zstd) when the client's `Accept-Encoding` asks
+    /// for it. Env: DATA_API_COMPRESSION.
+    #[arg(long, env = "DATA_API_COMPRESSION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub compression: bool,
+
+    /// Origins allowed to call the API from a browser (CORS), comma-separated, or `*` for any.
+    /// Unset: no CORS headers. Env: DATA_API_CORS_ORIGINS.
+    #[arg(long, env = "DATA_API_CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
+}
+
+/// API keys for writes.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "API keys")]
+pub struct AuthSettings {
+    /// API keys for writes, comma-separated: POST/PUT/PATCH/DELETE then need
+    /// `Authorization: Bearer <key>` (401 without, 403 with a wrong one). Several keys allow
+    /// rotation. Unset: writes are open. Env: DATA_API_KEYS.
+    #[arg(long, env = "DATA_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
+
+    /// File with one API key per line (`#` comments allowed), added to `--api-keys`.
+    /// Env: DATA_API_KEY_FILE.
+    #[arg(long, env = "DATA_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+}
