@@ -109,6 +109,7 @@ impl App {
             self.metrics.clone(),
             every,
         ));
+        let purge = tokio::spawn(purge_idempotency_keys(self.store.clone()));
         let metrics_server = self.metrics_acceptor.map(|(acceptor, addr)| {
             tracing::info!(%addr, "serving /metrics");
             let mut stop = stop_rx.clone();
@@ -134,6 +135,7 @@ impl App {
             .run_with_graceful_shutdown(routes, signal, Some(s.drain_timeout))
             .await;
         sampler.abort();
+        purge.abort();
         if let Some(server) = metrics_server {
             let _ = server.await;
         }
@@ -167,6 +169,19 @@ async fn sample_metrics(store: Store, metrics: Arc<Metrics>, every: std::time::D
         tick.tick().await;
         store.sample_metrics().await;
         metrics.upkeep();
+    }
+}
+
+/// Deletes expired `Idempotency-Key`s every minute, until aborted.
+async fn purge_idempotency_keys(store: Store) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        match store.purge_idempotency_keys().await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired idempotency keys deleted"),
+            Err(e) => tracing::warn!(error = %e, "deleting expired idempotency keys failed"),
+        }
     }
 }
 

@@ -58,7 +58,7 @@ pub struct DbSettings {
     pub log_statements: bool,
 }
 
-/// The item cache in front of `GET /data/{id}`, and the memory of `Idempotency-Key`s.
+/// The item cache in front of `GET /data/{id}`, and how long `Idempotency-Key`s are kept.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Cache")]
 pub struct CacheSettings {
@@ -83,13 +83,4 @@ pub struct CacheSettings {
     /// gets the first answer instead of creating a second item. Env: DATA_API_IDEMPOTENCY_TTL.
     #[arg(long = "idempotency-ttl", env = "DATA_API_IDEMPOTENCY_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub idempotency_ttl: Duration,
-
-    /// Most `Idempotency-Key`s remembered at once; past it the least recently used are
-    /// forgotten before their TTL. Env: DATA_API_IDEMPOTENCY_CAPACITY.
-    #[arg(
-        long = "idempotency-capacity",
-        env = "DATA_API_IDEMPOTENCY_CAPACITY",
-        default_value_t = 100_000
-    )]
-    pub idempotency_capacity: u64,
 }

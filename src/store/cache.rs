@@ -48,6 +48,18 @@ impl CachedItem {
     }
 }
 
+impl CachedItem {
+    /// The answer a create gave, replayed for a retry with the same `Idempotency-Key`.
+    pub fn first_answer(id: i64, body: String) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            version: 1,
+            etag: etag(1),
+            body: Bytes::from(body),
+        })
+    }
+}
+
 /// The strong ETag of a version.
 pub fn etag(version: i64) -> String {
     format!("\"{version}\"")

@@ -6,6 +6,7 @@ pub mod cache_metrics;
 pub mod db;
 pub mod entity;
 pub mod failure;
+pub mod idempotency;
 pub mod pool;
 pub mod repo;
 
@@ -33,8 +34,8 @@ pub struct Store {
 
 struct Inner {
     db: Db,
-    /// Creates by `Idempotency-Key`: the request's fingerprint and the item it created.
-    idempotent: moka::future::Cache<String, (u64, Arc<CachedItem>)>,
+    /// How long an `Idempotency-Key` is remembered.
+    idempotency_ttl: std::time::Duration,
     cache: Option<ItemCache>,
     cache_metrics: CacheMetrics,
     /// Where reads run; on PostgreSQL the same pool as `writes`.
@@ -62,14 +63,10 @@ impl Store {
         } else {
             (pool("read", read), pool("write", write))
         };
-        let idempotent = moka::future::Cache::builder()
-            .max_capacity(c.idempotency_capacity)
-            .time_to_live(c.idempotency_ttl)
-            .build();
         Self {
             inner: Arc::new(Inner {
                 db,
-                idempotent,
+                idempotency_ttl: c.idempotency_ttl,
                 cache,
                 cache_metrics,
                 reads,
@@ -163,31 +160,43 @@ impl Store {
     }
 
     /// Creates an item once per `key`: a retry with the same key and request (`fingerprint`)
-    /// gets the first item back, concurrent retries included; a different request with the same
-    /// key is refused.
+    /// gets the first answer back, concurrent retries and retries through other replicas
+    /// included; a different request with the same key is refused.
     pub async fn create_once(
         &self,
         key: String,
         fingerprint: u64,
         item: NewItem,
     ) -> Result<Result<Arc<CachedItem>, KeyReused>, DbErr> {
-        use moka::ops::compute::{CompResult, Op};
-        let result = self
-            .inner
-            .idempotent
-            .entry(key)
-            .and_try_compute_with(|existing| async move {
-                match existing {
-                    Some(_) => Ok::<_, DbErr>(Op::Nop),
-                    None => Ok(Op::Put((fingerprint, self.create(item).await?))),
+        let this = self.clone();
+        // Spawned, like every write: the key and the item commit together or not at all, and a
+        // client hanging up cannot stop the cache update after the commit.
+        detach(async move {
+            let i = &this.inner;
+            let ttl = i.idempotency_ttl;
+            // The same bytes `CachedItem::from_model` sends.
+            let answer = |m: &Model| serde_json::to_string(m).unwrap_or_default();
+            let txn = idempotency::create_once(&i.db.write, key, fingerprint, item, ttl, answer);
+            Ok(match i.writes.run(DbOp::Insert, txn).await? {
+                idempotency::Once::Created(model) => {
+                    let cached = CachedItem::from_model(&model);
+                    if let Some(cache) = &i.cache {
+                        cache.publish(model.id, cached.clone()).await;
+                    }
+                    Ok(cached)
                 }
+                idempotency::Once::Replayed { id, body } => Ok(CachedItem::first_answer(id, body)),
+                idempotency::Once::Reused => Err(KeyReused),
             })
-            .await?;
-        Ok(match result {
-            CompResult::Inserted(e) | CompResult::ReplacedWith(e) => Ok(e.into_value().1),
-            CompResult::Unchanged(e) if e.value().0 == fingerprint => Ok(e.into_value().1),
-            _ => Err(KeyReused),
         })
+        .await
+    }
+
+    /// Forgets `Idempotency-Key`s older than their TTL; returns how many.
+    pub async fn purge_idempotency_keys(&self) -> Result<u64, DbErr> {
+        let i = &self.inner;
+        let q = idempotency::purge(&i.db.write, i.idempotency_ttl);
+        i.writes.run(DbOp::Delete, q).await
     }
 
     /// Applies `changes` to item `id` if `pre` holds; bumps its version.

@@ -1,12 +1,100 @@
 //! Retried creates: `POST /data` with an `Idempotency-Key` creates one item however often, and
 //! however concurrently, it is retried; the same key with a different body is refused.
 
+use std::time::Duration;
+
 use reqwest::Method;
+use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, problem};
 
-crate::on_both_backends!(retried_create_makes_one_item);
+fn post_with_key(app: &TestApp, key: &str, body: &Value) -> reqwest::RequestBuilder {
+    app.request(Method::POST, "/data")
+        .header("Idempotency-Key", key)
+        .json(body)
+}
+
+/// Two replicas on one database: concurrent retries through both make one item, and every
+/// answer is the first one.
+async fn retries_through_another_replica_make_one_item(a: &TestApp) {
+    let b = TestApp::start_like(a, |_| {}).await;
+    let body = json!({"name": "shared key"});
+    let tasks: Vec<_> = (0..10)
+        .map(|n| {
+            let req = post_with_key(if n % 2 == 0 { a } else { &b }, "across", &body);
+            tokio::spawn(async move { req.send().await.unwrap() })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        let resp = t.await.unwrap();
+        assert_eq!(resp.status(), 201);
+        answers.push(resp.json::<Value>().await.unwrap());
+    }
+    assert!(
+        answers.iter().all(|a| *a == answers[0]),
+        "every retry answers the first result: {answers:?}"
+    );
+    let all: Value = b.get("/data").await.json().await.unwrap();
+    assert_eq!(all["items"].as_array().unwrap().len(), 1, "one item");
+    b.stop_shared().await;
+}
+
+/// The request is cancelled (here by `--request-timeout`) after its write started: the item and
+/// its key commit together, so a retry gets that item instead of creating a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_a_cancelled_create_gets_its_item_sqlite() {
+    let app = TestApp::sqlite(cancellable).await;
+    retry_after_a_cancelled_create_gets_its_item(&app).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_a_cancelled_create_gets_its_item_postgres() {
+    let Some(app) = TestApp::postgres(cancellable).await else {
+        return;
+    };
+    retry_after_a_cancelled_create_gets_its_item(&app).await;
+    app.stop().await;
+}
+
+fn cancellable(s: &mut data_api::config::Settings) {
+    s.limits.request_timeout = Duration::from_millis(300);
+    s.db.acquire_timeout = Duration::from_secs(5);
+}
+
+async fn retry_after_a_cancelled_create_gets_its_item(app: &TestApp) {
+    // Writes to the items wait behind a lock held from outside.
+    let locker = app.outside_connection().await;
+    if app.database_url().starts_with("postgres") {
+        locker.execute_unprepared("BEGIN").await.unwrap();
+        locker
+            .execute_unprepared("LOCK TABLE data_items IN EXCLUSIVE MODE")
+            .await
+            .unwrap();
+    } else {
+        locker.execute_unprepared("BEGIN IMMEDIATE").await.unwrap();
+    }
+    let body = json!({"name": "cancelled"});
+    let first = post_with_key(app, "cancel-me", &body).send().await.unwrap();
+    let p = problem(first, 503).await;
+    assert_eq!(p["type"], "urn:problem:data-api:timeout", "{p}");
+    locker.execute_unprepared("COMMIT").await.unwrap();
+    let retry = post_with_key(app, "cancel-me", &body).send().await.unwrap();
+    assert_eq!(retry.status(), 201);
+    let retried: Value = retry.json().await.unwrap();
+    let all: Value = app.get("/data").await.json().await.unwrap();
+    let items = all["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "one item, not two: {items:?}");
+    assert_eq!(items[0]["id"], retried["id"]);
+    let _ = locker.close().await;
+}
+
+crate::on_both_backends!(
+    retried_create_makes_one_item,
+    retries_through_another_replica_make_one_item
+);
 
 async fn retried_create_makes_one_item(app: &TestApp) {
     let body = json!({"name": "once", "payload": {"order": 42}});
