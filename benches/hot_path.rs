@@ -45,7 +45,8 @@ fn bench(c: &mut Criterion) {
         settings.trace.enabled = spans;
         settings.trace.access_log = false;
         let metrics = Arc::new(Metrics::new(metrics_on));
-        let store = Store::new(db.clone(), &settings, &metrics);
+        let single = Arc::new(store::coherence::Coherence::single_instance(&metrics));
+        let store = Store::new(db.clone(), &settings, &metrics, single);
         let ep = api::routes(
             store,
             &settings,

@@ -37,7 +37,8 @@ fn main() -> anyhow::Result<()> {
         Migrator::up(&db.write, None).await?;
         data_api::seed::insert(&db, 10, 10, &indicatif::ProgressBar::hidden()).await?;
         let metrics = Arc::new(Metrics::new(metrics_on));
-        let store = Store::new(db, &settings, &metrics);
+        let single = Arc::new(store::coherence::Coherence::single_instance(&metrics));
+        let store = Store::new(db, &settings, &metrics, single);
         let ep = api::routes(
             store,
             &settings,

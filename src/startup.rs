@@ -22,7 +22,7 @@ use crate::{
     config::{DbSettings, Settings},
     connections::Capped,
     metrics::Metrics,
-    store::{self, Store},
+    store::{self, Store, coherence::Coherence, listener},
 };
 
 /// A bound, ready-to-run server.
@@ -35,6 +35,8 @@ pub struct App {
     keys: api::auth::ApiKeys,
     settings: Settings,
     shutting_down: Arc<AtomicBool>,
+    /// The invalidation listener, with several replicas.
+    listener: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
@@ -43,9 +45,7 @@ impl App {
         let db = store::db::connect(&settings.db).await?;
         tracing::info!(database = %store::db::describe(&settings.db.url), "connected");
         if settings.server.migrate_on_start {
-            Migrator::up(&db.write, None)
-                .await
-                .context("applying migrations")?;
+            store::db::migrate(&db, &settings.db.url).await?;
         }
         let auth = &settings.auth;
         let keys =
@@ -54,7 +54,27 @@ impl App {
             tracing::info!("writes need an API key");
         }
         let metrics = Arc::new(Metrics::new(settings.metrics.enabled));
-        let store = Store::new(db, &settings, &metrics);
+        listener::register(&metrics);
+        let c = &settings.cache;
+        let replicated = db.backend() == sea_orm::DbBackend::Postgres && !c.single_instance;
+        let coherence = Arc::new(if replicated {
+            Coherence::replicated(&metrics, c.lease)
+        } else {
+            Coherence::single_instance(&metrics)
+        });
+        let store = Store::new(db, &settings, &metrics, coherence.clone());
+        let listener = match store.cache() {
+            Some(cache) if replicated => {
+                let url = c
+                    .listen_url
+                    .clone()
+                    .unwrap_or_else(|| settings.db.url.clone());
+                let task = tokio::spawn(listener::run(url, cache.clone(), metrics.clone()));
+                wait_for_lease(&coherence).await;
+                Some(task)
+            }
+            _ => None,
+        };
         let (acceptor, addr) = bind(settings.server.bind).await?;
         let metrics_acceptor = match settings.metrics.bind {
             Some(at) if settings.metrics.enabled => Some(bind(at).await?),
@@ -69,6 +89,7 @@ impl App {
             keys,
             settings,
             shutting_down: Arc::default(),
+            listener,
         })
     }
 
@@ -136,6 +157,9 @@ impl App {
             .await;
         sampler.abort();
         purge.abort();
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
         if let Some(server) = metrics_server {
             let _ = server.await;
         }
@@ -144,6 +168,20 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Waits (a few lease bounds at most) for the first heartbeat, so a replica starts serving with
+/// its cache on; without it the service still answers, from the database.
+async fn wait_for_lease(coherence: &Coherence) {
+    let deadline = std::time::Instant::now() + coherence.bound() * 5;
+    while !coherence.now().serving() {
+        if std::time::Instant::now() > deadline {
+            tracing::warn!("no cache lease yet: serving from the database until heartbeats return");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tracing::info!("cache coherent across replicas (lease held)");
 }
 
 async fn bind(at: SocketAddr) -> anyhow::Result<(TcpAcceptor, SocketAddr)> {
@@ -211,9 +249,7 @@ pub async fn shutdown_signal() {
 pub async fn migrate(settings: &DbSettings, status_only: bool) -> anyhow::Result<()> {
     let db = store::db::connect(settings).await?;
     if !status_only {
-        Migrator::up(&db.write, None)
-            .await
-            .context("applying migrations")?;
+        store::db::migrate(&db, &settings.url).await?;
     }
     for m in Migrator::get_migration_with_status(&db.write).await? {
         println!("{:?}\t{}", m.status(), m.name());

@@ -83,4 +83,23 @@ pub struct CacheSettings {
     /// gets the first answer instead of creating a second item. Env: DATA_API_IDEMPOTENCY_TTL.
     #[arg(long = "idempotency-ttl", env = "DATA_API_IDEMPOTENCY_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub idempotency_ttl: Duration,
+
+    /// Keep the cache coherent with this process's own writes only, as a single instance: no
+    /// invalidation listener, and cached items are served even while the database is down. The
+    /// default on PostgreSQL is coherence across replicas; SQLite is always single-instance.
+    /// Env: DATA_API_SINGLE_INSTANCE.
+    #[arg(long, env = "DATA_API_SINGLE_INSTANCE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub single_instance: bool,
+
+    /// Where the invalidation listener connects (`LISTEN` needs the primary, directly or through
+    /// a session-mode pooler) [default: the database URL]. Env: DATA_API_LISTEN_URL.
+    #[arg(long, env = "DATA_API_LISTEN_URL", hide_env_values = true)]
+    pub listen_url: Option<String>,
+
+    /// With several replicas: the cache serves hits only while this replica's own heartbeat
+    /// (sent every fifth of this) came back through the invalidation channel within it; it
+    /// bounds how stale a read from another replica's cache can be when notifications are lost.
+    /// Env: DATA_API_CACHE_LEASE.
+    #[arg(long = "cache-lease", env = "DATA_API_CACHE_LEASE", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
 }

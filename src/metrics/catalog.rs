@@ -102,6 +102,41 @@ pub const CACHE_CAPACITY: MetricDef = def(
     None,
     "Configured maximum entries of the item cache.",
 );
+/// Labels: `result` = `applied` (an entry was dropped or replaced), `ignored` (nothing cached was
+/// older).
+pub const CACHE_INVALIDATIONS: MetricDef = def(
+    "cache_invalidations_total",
+    Counter,
+    None,
+    "Change notifications from other replicas (or this one) applied to the cache, by result.",
+);
+/// Labels: `reason` = `reconnect`, `error`, `silence`, `lease`.
+pub const CACHE_FLUSHES: MetricDef = def(
+    "cache_flushes_total",
+    Counter,
+    None,
+    "Whole-cache flushes after a gap in the invalidation channel, by reason.",
+);
+pub const CACHE_LISTENER_RECONNECTS: MetricDef = def(
+    "cache_listener_reconnects_total",
+    Counter,
+    None,
+    "Times the invalidation listener connected again after losing its connection.",
+);
+pub const CACHE_LEASE_HELD: MetricDef = def(
+    "cache_lease_held",
+    Gauge,
+    None,
+    "1 while the cache may serve hits (always, in single-instance mode); 0 while its heartbeat is overdue.",
+);
+/// Labels: `kind` = `change` (from the row change to its application here), `heartbeat` (this
+/// replica's own heartbeat, sent to received: the channel's delay on one clock).
+pub const CACHE_NOTIFICATION_LAG: MetricDef = def(
+    "cache_notification_lag_seconds",
+    Histogram,
+    SECONDS,
+    "Delay of invalidation notifications, by kind.",
+);
 
 /// Labels: `db_operation_name` (`select`, `insert`, `update`, `delete`, `list`), `db_system_name`.
 pub const DB_OPERATION_DURATION: MetricDef = def(
@@ -165,7 +200,7 @@ pub const BUILD_INFO: MetricDef = def(
 );
 
 /// Every family the service itself defines (process metrics come from `metrics-process`).
-pub const ALL: [&MetricDef; 20] = [
+pub const ALL: [&MetricDef; 25] = [
     &HTTP_SERVER_REQUEST_DURATION,
     &HTTP_SERVER_ACTIVE_REQUESTS,
     &HTTP_SERVER_OPEN_CONNECTIONS,
@@ -177,6 +212,11 @@ pub const ALL: [&MetricDef; 20] = [
     &CACHE_ENTRIES,
     &CACHE_SIZE_BYTES,
     &CACHE_CAPACITY,
+    &CACHE_INVALIDATIONS,
+    &CACHE_FLUSHES,
+    &CACHE_LISTENER_RECONNECTS,
+    &CACHE_LEASE_HELD,
+    &CACHE_NOTIFICATION_LAG,
     &DB_OPERATION_DURATION,
     &DB_OPERATION_ERRORS,
     &DB_CONNECTION_COUNT,

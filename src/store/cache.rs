@@ -10,6 +10,12 @@
 //!   cached "not found"), and never fills an empty slot: the next read loads the truth instead,
 //!   so a late writer cannot resurrect an item whose tombstone has already expired;
 //! - a delete, after its commit, always leaves a tombstone (ids are never reused).
+//!
+//! Across replicas (see `coherence` and `listener`): every entry carries the epoch it was read
+//! in and is served only in that epoch, so a flush (a gap in the invalidation channel) retires
+//! everything cached before it, fills that read the database before it included; while the
+//! lease is not held the cache serves nothing and stores nothing; a change notification drops an
+//! entry older than the change, under the same per-key lock as everything else.
 
 use std::{
     sync::Arc,
@@ -23,7 +29,7 @@ use moka::{
     ops::compute::{CompResult, Op},
 };
 
-use super::{cache_metrics::CacheMetrics, entity::Model};
+use super::{cache_metrics::CacheMetrics, coherence::Coherence, entity::Model};
 
 /// A ready-to-send item: its JSON body and ETag, so a hit costs a lookup and two refcount bumps.
 #[derive(Debug)]
@@ -85,6 +91,21 @@ impl Slot {
     }
 }
 
+/// A cache entry: what is known about one id, and the epoch it was learned in.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    epoch: u64,
+    slot: Slot,
+}
+
+/// A committed change to an item, as the invalidation channel announces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Created or updated, now at this version.
+    Written(i64),
+    Deleted,
+}
+
 /// How a read was answered, for metrics and tracing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
@@ -93,6 +114,8 @@ pub enum Lookup {
     Miss,
     /// Another request was already loading it; this one waited and took its result.
     Coalesced,
+    /// The cache holds no lease: read from the database, stored nothing.
+    Bypass,
 }
 
 impl Lookup {
@@ -102,6 +125,7 @@ impl Lookup {
             Lookup::Hit => "hit",
             Lookup::Miss => "miss",
             Lookup::Coalesced => "coalesced",
+            Lookup::Bypass => "bypass",
         }
     }
 }
@@ -111,18 +135,18 @@ struct Ttl {
     absent: Duration,
 }
 
-impl Expiry<i64, Slot> for Ttl {
-    fn expire_after_create(&self, _: &i64, v: &Slot, _: Instant) -> Option<Duration> {
-        Some(self.ttl(v))
+impl Expiry<i64, Entry> for Ttl {
+    fn expire_after_create(&self, _: &i64, v: &Entry, _: Instant) -> Option<Duration> {
+        Some(self.ttl(&v.slot))
     }
     fn expire_after_update(
         &self,
         _: &i64,
-        v: &Slot,
+        v: &Entry,
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(self.ttl(v))
+        Some(self.ttl(&v.slot))
     }
 }
 
@@ -138,8 +162,9 @@ impl Ttl {
 /// The item cache; cheap to clone.
 #[derive(Clone)]
 pub struct ItemCache {
-    inner: Cache<i64, Slot>,
+    inner: Cache<i64, Entry>,
     metrics: CacheMetrics,
+    coherence: Arc<Coherence>,
 }
 
 impl ItemCache {
@@ -149,6 +174,7 @@ impl ItemCache {
         ttl: Duration,
         negative_ttl: Duration,
         metrics: CacheMetrics,
+        coherence: Arc<Coherence>,
     ) -> Self {
         let m = metrics.clone();
         let inner = Cache::builder()
@@ -157,11 +183,15 @@ impl ItemCache {
                 found: ttl,
                 absent: negative_ttl,
             })
-            .eviction_listener(move |_id, slot: Slot, cause| {
-                m.evicted(cause.into(), slot.bytes());
+            .eviction_listener(move |_id, entry: Entry, cause| {
+                m.evicted(cause.into(), entry.slot.bytes());
             })
             .build();
-        Self { inner, metrics }
+        Self {
+            inner,
+            metrics,
+            coherence,
+        }
     }
 
     /// Applies pending evictions and publishes the entry count and size.
@@ -170,66 +200,145 @@ impl ItemCache {
         self.metrics.sample(self.inner.entry_count());
     }
 
-    /// The hot path: one lookup, no database.
+    /// The hot path: one state reading, one lookup, no database.
     pub async fn get(&self, id: i64) -> Option<Slot> {
-        self.inner.get(&id).await
+        let state = self.coherence.now();
+        if !state.serving() {
+            return None;
+        }
+        let entry = self.inner.get(&id).await?;
+        (entry.epoch == state.epoch()).then_some(entry.slot)
     }
 
-    /// Answers a miss: loads with `load` under the key's lock unless another request already has.
+    /// Answers a miss: loads with `load` under the key's lock unless another request already has
+    /// (in this epoch); without the lease, loads and stores nothing.
     pub async fn load<F, Fut, E>(&self, id: i64, load: F) -> Result<(Slot, Lookup), E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Slot, E>>,
         E: Send + Sync + 'static,
     {
+        let state = self.coherence.now();
+        if !state.serving() {
+            return Ok((load().await?, Lookup::Bypass));
+        }
+        let epoch = state.epoch();
         let result = self
             .inner
             .entry(id)
             .and_try_compute_with(|existing| async move {
                 match existing {
-                    Some(_) => Ok(Op::Nop),
-                    None => load().await.map(Op::Put),
+                    Some(e) if e.value().epoch == epoch => Ok(Op::Nop),
+                    // Tagged with the epoch read before the load: if a flush came meanwhile,
+                    // this entry is never served.
+                    _ => load().await.map(|slot| Op::Put(Entry { epoch, slot })),
                 }
             })
             .await?;
         Ok(match result {
             CompResult::Inserted(e) | CompResult::ReplacedWith(e) => {
-                self.metrics.add_bytes(e.value().bytes());
-                (e.into_value(), Lookup::Miss)
+                self.metrics.add_bytes(e.value().slot.bytes());
+                (e.into_value().slot, Lookup::Miss)
             }
-            CompResult::Unchanged(e) => (e.into_value(), Lookup::Coalesced),
+            CompResult::Unchanged(e) => (e.into_value().slot, Lookup::Coalesced),
             // Not produced by the closure above; answer as "not found" rather than panic.
             CompResult::StillNone(_) | CompResult::Removed(_) => (Slot::Missing, Lookup::Miss),
         })
     }
 
-    /// After a committed create or update: replace an older entry or a cached "not found".
-    pub async fn publish(&self, id: i64, item: Arc<CachedItem>) {
+    /// The epoch a write starts in; pass it to `publish` after the commit.
+    pub fn epoch(&self) -> u64 {
+        self.coherence.now().epoch()
+    }
+
+    /// After a committed create or update that started in `epoch`: replace an older entry or a
+    /// cached "not found" of that epoch. After a flush, stores nothing: the write may have
+    /// raced with changes whose notifications were lost.
+    pub async fn publish(&self, id: i64, item: Arc<CachedItem>, epoch: u64) {
+        let state = self.coherence.now();
+        if !state.serving() || state.epoch() != epoch {
+            return;
+        }
         let result = self
             .inner
             .entry(id)
             .and_compute_with(|existing| {
                 let op = match existing.as_ref().map(|e| e.value()) {
-                    Some(Slot::Found(old)) if old.version < item.version => {
-                        Op::Put(Slot::Found(item))
-                    }
-                    Some(Slot::Missing) => Op::Put(Slot::Found(item)),
+                    Some(Entry {
+                        epoch: e,
+                        slot: Slot::Found(old),
+                    }) if *e == epoch && old.version < item.version => Op::Put(Entry {
+                        epoch,
+                        slot: Slot::Found(item),
+                    }),
+                    Some(Entry {
+                        epoch: e,
+                        slot: Slot::Missing,
+                    }) if *e == epoch => Op::Put(Entry {
+                        epoch,
+                        slot: Slot::Found(item),
+                    }),
                     _ => Op::Nop,
                 };
                 std::future::ready(op)
             })
             .await;
         if let CompResult::ReplacedWith(e) = result {
-            self.metrics.add_bytes(e.value().bytes());
+            self.metrics.add_bytes(e.value().slot.bytes());
         }
     }
 
-    /// After a committed delete: leave a tombstone, whatever was there.
+    /// After a committed delete: leave a tombstone, whatever was there (deletes are final, so
+    /// the current epoch may keep it).
     pub async fn tombstone(&self, id: i64) {
+        let state = self.coherence.now();
+        if !state.serving() {
+            return;
+        }
+        let entry = Entry {
+            epoch: state.epoch(),
+            slot: Slot::Deleted,
+        };
         self.inner
             .entry(id)
-            .and_compute_with(|_| std::future::ready(Op::Put(Slot::Deleted)))
+            .and_compute_with(|_| std::future::ready(Op::Put(entry)))
             .await;
+    }
+
+    /// A change committed anywhere (this replica included): drop what is older. Returns whether
+    /// anything changed here.
+    pub async fn invalidate(&self, id: i64, change: Change) -> bool {
+        if change == Change::Deleted {
+            self.tombstone(id).await;
+            return true;
+        }
+        let Change::Written(version) = change else {
+            return false;
+        };
+        let result = self
+            .inner
+            .entry(id)
+            .and_compute_with(|existing| {
+                let op = match existing.as_ref().map(|e| &e.value().slot) {
+                    None | Some(Slot::Deleted) => Op::Nop,
+                    Some(Slot::Found(cached)) if cached.version >= version => Op::Nop,
+                    Some(_) => Op::Remove,
+                };
+                std::future::ready(op)
+            })
+            .await;
+        matches!(result, CompResult::Removed(_))
+    }
+
+    /// Retires every entry (see `Coherence::flush`) and frees their memory.
+    pub fn flush(&self, reason: super::coherence::Flush, drop_lease: bool) {
+        self.coherence.flush(reason, drop_lease);
+        self.inner.invalidate_all();
+    }
+
+    /// The coherence state this cache follows.
+    pub fn coherence(&self) -> &Arc<Coherence> {
+        &self.coherence
     }
 }
 
@@ -251,14 +360,35 @@ mod tests {
         })
     }
 
-    fn cache() -> ItemCache {
+    fn cache_with(coherence: Coherence) -> ItemCache {
         let metrics = crate::metrics::Metrics::new(true);
         ItemCache::new(
             100,
             Duration::from_secs(60),
             Duration::from_secs(60),
             CacheMetrics::new(&metrics, 100),
+            Arc::new(coherence),
         )
+    }
+
+    fn cache() -> ItemCache {
+        cache_with(Coherence::single_instance(&crate::metrics::Metrics::new(
+            true,
+        )))
+    }
+
+    /// A replicated cache whose lease is held (its heartbeat just came back).
+    fn replicated() -> ItemCache {
+        let metrics = crate::metrics::Metrics::new(true);
+        let c = Coherence::replicated(&metrics, Duration::from_secs(60));
+        c.heartbeat_returned(c.clock_ms());
+        cache_with(c)
+    }
+
+    async fn fill(cache: &ItemCache, id: i64, slot: Slot) {
+        let _ = cache
+            .load(id, || async { Ok::<_, std::convert::Infallible>(slot) })
+            .await;
     }
 
     fn version(slot: Option<Slot>) -> Option<i64> {
@@ -328,7 +458,7 @@ mod tests {
         started_rx.await.unwrap();
         let writer = {
             let cache = cache.clone();
-            tokio::spawn(async move { cache.publish(1, item(1, 2)).await })
+            tokio::spawn(async move { cache.publish(1, item(1, 2), cache.epoch()).await })
         };
         tokio::task::yield_now().await;
         release_tx.send(()).unwrap();
@@ -340,7 +470,7 @@ mod tests {
     #[tokio::test]
     async fn publish_keeps_newer_and_never_fills_empty_or_resurrects() {
         let cache = cache();
-        cache.publish(1, item(1, 3)).await;
+        cache.publish(1, item(1, 3), cache.epoch()).await;
         assert_eq!(
             version(cache.get(1).await),
             None,
@@ -352,17 +482,17 @@ mod tests {
                 Ok::<_, std::convert::Infallible>(Slot::Found(item(1, 3)))
             })
             .await;
-        cache.publish(1, item(1, 2)).await;
+        cache.publish(1, item(1, 2), cache.epoch()).await;
         assert_eq!(
             version(cache.get(1).await),
             Some(3),
             "older write does not replace newer"
         );
-        cache.publish(1, item(1, 4)).await;
+        cache.publish(1, item(1, 4), cache.epoch()).await;
         assert_eq!(version(cache.get(1).await), Some(4));
 
         cache.tombstone(1).await;
-        cache.publish(1, item(1, 5)).await;
+        cache.publish(1, item(1, 5), cache.epoch()).await;
         assert_eq!(
             version(cache.get(1).await),
             Some(-1),
@@ -374,11 +504,100 @@ mod tests {
                 Ok::<_, std::convert::Infallible>(Slot::Missing)
             })
             .await;
-        cache.publish(2, item(2, 1)).await;
+        cache.publish(2, item(2, 1), cache.epoch()).await;
         assert_eq!(
             version(cache.get(2).await),
             Some(1),
             "a create replaces a cached not-found"
         );
+    }
+
+    /// A load that read the database before a flush must not be served after it, even though
+    /// it stores its result afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flush_retires_a_load_that_read_before_it() {
+        let cache = replicated();
+        let (started_tx, started_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel::<()>();
+        let reader = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .load(1, || async move {
+                        let snapshot = item(1, 1); // read before the flush
+                        let _ = started_tx.send(());
+                        let _ = release_rx.await;
+                        Ok::<_, std::convert::Infallible>(Slot::Found(snapshot))
+                    })
+                    .await
+            })
+        };
+        started_rx.await.unwrap();
+        cache.flush(super::super::coherence::Flush::Reconnect, false);
+        release_tx.send(()).unwrap();
+        let (_, lookup) = reader.await.unwrap().unwrap();
+        assert_eq!(lookup, Lookup::Miss);
+        assert_eq!(
+            version(cache.get(1).await),
+            None,
+            "the old epoch is not served"
+        );
+        fill(&cache, 1, Slot::Found(item(1, 2))).await;
+        assert_eq!(
+            version(cache.get(1).await),
+            Some(2),
+            "the next read loads again"
+        );
+    }
+
+    #[tokio::test]
+    async fn notifications_drop_older_entries_only() {
+        let cache = replicated();
+        fill(&cache, 1, Slot::Found(item(1, 3))).await;
+        assert!(
+            !cache.invalidate(1, Change::Written(3)).await,
+            "our own write"
+        );
+        assert!(
+            !cache.invalidate(1, Change::Written(2)).await,
+            "an older change"
+        );
+        assert_eq!(version(cache.get(1).await), Some(3));
+        assert!(cache.invalidate(1, Change::Written(4)).await);
+        assert_eq!(
+            version(cache.get(1).await),
+            None,
+            "dropped, to be read again"
+        );
+
+        fill(&cache, 2, Slot::Missing).await;
+        assert!(
+            cache.invalidate(2, Change::Written(1)).await,
+            "a create elsewhere"
+        );
+        assert_eq!(version(cache.get(2).await), None);
+
+        fill(&cache, 3, Slot::Found(item(3, 1))).await;
+        cache.invalidate(3, Change::Deleted).await;
+        cache.invalidate(3, Change::Written(9)).await;
+        assert_eq!(version(cache.get(3).await), Some(-1), "deletes are final");
+    }
+
+    #[tokio::test]
+    async fn without_the_lease_nothing_is_served_or_stored() {
+        let metrics = crate::metrics::Metrics::new(true);
+        let cache = cache_with(Coherence::replicated(&metrics, Duration::from_secs(60)));
+        let (slot, lookup) = cache
+            .load(1, || async {
+                Ok::<_, std::convert::Infallible>(Slot::Found(item(1, 1)))
+            })
+            .await
+            .unwrap();
+        assert_eq!(lookup, Lookup::Bypass);
+        assert_eq!(version(Some(slot)), Some(1), "answered from the database");
+        cache
+            .coherence()
+            .heartbeat_returned(cache.coherence().clock_ms());
+        assert_eq!(version(cache.get(1).await), None, "nothing was stored");
     }
 }

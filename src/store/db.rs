@@ -100,6 +100,39 @@ pub fn describe(url: &str) -> String {
     format!("{scheme} {rest}")
 }
 
+/// Applies pending migrations. On PostgreSQL under an advisory lock, so replicas starting at
+/// once take turns instead of racing (sea-orm-migration takes no lock of its own).
+pub async fn migrate(db: &Db, url: &str) -> anyhow::Result<()> {
+    use migration::{Migrator, MigratorTrait};
+    use sea_orm::sqlx::{Connection, postgres::PgConnection};
+    if db.backend() != DbBackend::Postgres {
+        return Migrator::up(&db.write, None)
+            .await
+            .context("applying migrations");
+    }
+    let mut lock = PgConnection::connect(url)
+        .await
+        .context("connecting for the migration lock")?;
+    sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut lock)
+        .await
+        .context("taking the migration lock")?;
+    let applied = Migrator::up(&db.write, None)
+        .await
+        .context("applying migrations");
+    // Closing the session releases the lock too; unlock first to say so plainly.
+    let _ = sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut lock)
+        .await;
+    let _ = lock.close().await;
+    applied
+}
+
+/// The advisory lock key that serializes migrations (any fixed 64-bit number of ours).
+const MIGRATION_LOCK: i64 = 0x6461_7461_2d61_7069; // "data-api"
+
 /// Opens the pools `settings` describe.
 pub async fn connect(settings: &DbSettings) -> anyhow::Result<Db> {
     let url = settings.url.as_str();

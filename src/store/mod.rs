@@ -3,10 +3,12 @@
 
 pub mod cache;
 pub mod cache_metrics;
+pub mod coherence;
 pub mod db;
 pub mod entity;
 pub mod failure;
 pub mod idempotency;
+pub mod listener;
 pub mod pool;
 pub mod repo;
 
@@ -20,6 +22,7 @@ use crate::config::Settings;
 use crate::metrics::Metrics;
 use cache::{CachedItem, ItemCache, Lookup, Slot};
 use cache_metrics::CacheMetrics;
+use coherence::Coherence;
 pub use db::Db;
 pub use entity::Model;
 pub use failure::DbFailure;
@@ -44,12 +47,15 @@ struct Inner {
 }
 
 impl Store {
-    /// A store over `db`, with a cache unless its capacity is 0, recording into `metrics`.
-    pub fn new(db: Db, settings: &Settings, metrics: &Metrics) -> Self {
+    /// A store over `db`, with a cache unless its capacity is 0 (kept coherent as `coherence`
+    /// says), recording into `metrics`.
+    pub fn new(db: Db, settings: &Settings, metrics: &Metrics, coherence: Arc<Coherence>) -> Self {
         let c = &settings.cache;
         let cache_metrics = CacheMetrics::new(metrics, c.capacity);
-        let cache = (c.capacity > 0)
-            .then(|| ItemCache::new(c.capacity, c.ttl, c.negative_ttl, cache_metrics.clone()));
+        let cache = (c.capacity > 0).then(|| {
+            let m = cache_metrics.clone();
+            ItemCache::new(c.capacity, c.ttl, c.negative_ttl, m, coherence)
+        });
         let system = match db.backend() {
             DbBackend::Postgres => "postgresql",
             _ => "sqlite",
@@ -73,6 +79,11 @@ impl Store {
                 writes,
             }),
         }
+    }
+
+    /// The item cache, if there is one.
+    pub fn cache(&self) -> Option<&ItemCache> {
+        self.inner.cache.as_ref()
     }
 
     /// The database handles.
@@ -118,7 +129,7 @@ impl Store {
         let m = &i.cache_metrics;
         match lookup {
             Lookup::Hit => m.hit.increment(1),
-            Lookup::Miss => m.miss.increment(1),
+            Lookup::Miss | Lookup::Bypass => m.miss.increment(1),
             Lookup::Coalesced => {
                 m.miss.increment(1);
                 m.coalesced.increment(1);
@@ -146,13 +157,14 @@ impl Store {
         // Spawned so that a client hanging up cannot cancel the write between commit and cache update.
         detach(async move {
             let i = &this.inner;
+            let epoch = i.cache_epoch();
             let model = i
                 .writes
                 .run(DbOp::Insert, repo::insert(&i.db.write, item))
                 .await?;
             let cached = CachedItem::from_model(&model);
             if let Some(cache) = &i.cache {
-                cache.publish(model.id, cached.clone()).await;
+                cache.publish(model.id, cached.clone(), epoch).await;
             }
             Ok(cached)
         })
@@ -173,6 +185,7 @@ impl Store {
         // client hanging up cannot stop the cache update after the commit.
         detach(async move {
             let i = &this.inner;
+            let epoch = i.cache_epoch();
             let ttl = i.idempotency_ttl;
             // The same bytes `CachedItem::from_model` sends.
             let answer = |m: &Model| serde_json::to_string(m).unwrap_or_default();
@@ -181,7 +194,7 @@ impl Store {
                 idempotency::Once::Created(model) => {
                     let cached = CachedItem::from_model(&model);
                     if let Some(cache) = &i.cache {
-                        cache.publish(model.id, cached.clone()).await;
+                        cache.publish(model.id, cached.clone(), epoch).await;
                     }
                     Ok(cached)
                 }
@@ -209,12 +222,13 @@ impl Store {
         let this = self.clone();
         detach(async move {
             let i = &this.inner;
+            let epoch = i.cache_epoch();
             let q = repo::update(&i.db.write, id, changes, &pre);
             Ok(match i.writes.run(DbOp::Update, q).await? {
                 WriteOutcome::Done(model) => {
                     let cached = CachedItem::from_model(&model);
                     if let Some(cache) = &i.cache {
-                        cache.publish(id, cached.clone()).await;
+                        cache.publish(id, cached.clone(), epoch).await;
                     }
                     WriteOutcome::Done(cached)
                 }
@@ -250,6 +264,13 @@ impl Store {
         let i = &self.inner;
         let q = repo::list_page(&i.db.read, after, since, limit);
         i.reads.run(DbOp::List, q).await
+    }
+}
+
+impl Inner {
+    /// The cache epoch a write starts in (0 without a cache).
+    fn cache_epoch(&self) -> u64 {
+        self.cache.as_ref().map_or(0, ItemCache::epoch)
     }
 }
 

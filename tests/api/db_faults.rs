@@ -75,14 +75,19 @@ async fn postgres_stopped_and_restarted_under_load() {
     tokio::task::spawn_blocking(move || c.start())
         .await
         .unwrap();
+    // Single-instance mode keeps serving cached items while the database is down; the coherent
+    // replica beside it (the default on PostgreSQL) stops once its lease lapses.
     let app = TestApp::on_url(&cluster.url(), |s| {
         s.db.acquire_timeout = Duration::from_secs(1);
+        s.cache.single_instance = true;
     })
     .await;
+    let coherent = TestApp::start_like(&app, |s| s.cache.single_instance = false).await;
     let ids = app.create_many(10, "fault").await;
     let (cached, uncached) = ids.split_at(5);
     for id in cached {
         assert_eq!(app.get(&format!("/data/{id}")).await.status(), 200);
+        assert_eq!(coherent.get(&format!("/data/{id}")).await.status(), 200);
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -99,10 +104,18 @@ async fn postgres_stopped_and_restarted_under_load() {
         ready.is_some(),
         "readiness still 200 with the database down"
     );
-    // Cache hits are still served.
+    // Cache hits are still served in single-instance mode.
     for id in cached {
         assert_eq!(app.get(&format!("/data/{id}")).await.status(), 200);
     }
+    // The coherent replica cannot know what changed meanwhile: once its lease lapses it serves
+    // no hit, and reads need the database (503).
+    coherent
+        .wait_for_metric("cache_lease_held", &[], |v| v == 0.0)
+        .await;
+    let read = coherent.get(&format!("/data/{}", cached[0])).await;
+    assert_eq!(read.headers()["retry-after"], "1");
+    problem(read, 503).await;
     // What needs the database is a quick 503 with Retry-After.
     let started = Instant::now();
     let miss = app.get(&format!("/data/{}", uncached[0])).await;
@@ -139,6 +152,30 @@ async fn postgres_stopped_and_restarted_under_load() {
         .send_json(Method::POST, "/data", &json!({"name": "after"}))
         .await;
     assert_eq!(create.status(), 201);
+    // The coherent replica reconnects its listener, regains the lease and serves fresh data.
+    coherent
+        .wait_for_metric("cache_lease_held", &[], |v| v == 1.0)
+        .await;
+    let path = format!("/data/{}", cached[0]);
+    assert_eq!(coherent.get(&path).await.status(), 200, "cached again");
+    let renamed = app
+        .send_json(Method::PUT, &path, &json!({"name": "renamed"}))
+        .await;
+    assert_eq!(renamed.status(), 200);
+    let version = renamed.json::<serde_json::Value>().await.unwrap()["version"].clone();
+    let mut fresh = false;
+    for _ in 0..200 {
+        let seen: serde_json::Value = coherent.get(&path).await.json().await.unwrap();
+        if seen["version"] == version {
+            fresh = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        fresh,
+        "the coherent replica sees the change made through the other"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
 
@@ -178,6 +215,7 @@ async fn postgres_stopped_and_restarted_under_load() {
         recovered.unwrap_or_default(),
         seen.statuses.len()
     );
+    coherent.stop_shared().await;
     app.stop_shared().await;
 }
 

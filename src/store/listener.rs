@@ -1,0 +1,254 @@
+//! Cross-replica cache invalidation on PostgreSQL: one `LISTEN` connection per replica on the
+//! `data_items` channel, fed by the table's trigger (every committed change, in commit order),
+//! plus this replica's own heartbeats sent through the same channel.
+//!
+//! Lost notifications are detected, not hoped away: the connection is replaced, and the cache
+//! flushed, whenever it reports a reconnect or an error or goes silent for the lease bound (with
+//! heartbeats every fifth of the bound, silence means a dead connection); and the lease (see
+//! `coherence`) lapses whenever our own heartbeat has not come back within the bound.
+
+use std::{sync::Arc, time::Duration};
+
+use metrics::{Counter, Histogram};
+use sea_orm::sqlx::{
+    Connection,
+    postgres::{PgConnection, PgListener},
+};
+
+use super::{
+    cache::{Change, ItemCache},
+    coherence::{Coherence, Flush},
+};
+use crate::metrics::{Metrics, catalog::*};
+
+/// The channel the `data_items` trigger notifies (migration `m20261127_000002_replicas`).
+pub const CHANNEL: &str = "data_items";
+
+/// What arrived on the channel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Notice {
+    /// `I|U|D:<id>:<version>:<unix seconds>`
+    Change {
+        id: i64,
+        change: Change,
+        at_unix: f64,
+    },
+    /// `H:<replica>:<sent ms>`
+    Heartbeat { replica: u64, sent_ms: u64 },
+}
+
+impl Notice {
+    fn parse(payload: &str) -> Option<Self> {
+        let mut parts = payload.split(':');
+        let kind = parts.next()?;
+        if kind == "H" {
+            let replica = u64::from_str_radix(parts.next()?, 16).ok()?;
+            let sent_ms = parts.next()?.parse().ok()?;
+            return Some(Self::Heartbeat { replica, sent_ms });
+        }
+        let id = parts.next()?.parse().ok()?;
+        let version = parts.next()?.parse().ok()?;
+        let at_unix = parts.next()?.parse().ok()?;
+        let change = match kind {
+            "I" | "U" => Change::Written(version),
+            "D" => Change::Deleted,
+            _ => return None,
+        };
+        Some(Self::Change {
+            id,
+            change,
+            at_unix,
+        })
+    }
+}
+
+/// The listener's measures.
+struct Measures {
+    applied: Counter,
+    ignored: Counter,
+    reconnects: Counter,
+    change_lag: Histogram,
+    heartbeat_lag: Histogram,
+}
+
+impl Measures {
+    fn new(metrics: &Metrics) -> Self {
+        let result =
+            |r| metrics.counter(&CACHE_INVALIDATIONS, &[("cache", "items"), ("result", r)]);
+        let lag =
+            |k| metrics.histogram(&CACHE_NOTIFICATION_LAG, &[("cache", "items"), ("kind", k)]);
+        Self {
+            applied: result("applied"),
+            ignored: result("ignored"),
+            reconnects: metrics.counter(&CACHE_LISTENER_RECONNECTS, &[("cache", "items")]),
+            change_lag: lag("change"),
+            heartbeat_lag: lag("heartbeat"),
+        }
+    }
+}
+
+/// Registers the listener's series (so they exist, at 0, on every replica and backend).
+pub fn register(metrics: &Metrics) {
+    let _ = Measures::new(metrics);
+}
+
+/// Keeps `cache` coherent with changes committed anywhere, through `url` (the primary), until
+/// aborted. Runs the listener and the heartbeat side by side.
+pub async fn run(url: String, cache: ItemCache, metrics: Arc<Metrics>) {
+    let replica = rand::random::<u64>();
+    let coherence = cache.coherence().clone();
+    let measures = Measures::new(&metrics);
+    tokio::join!(
+        listen(&url, &cache, &measures, replica),
+        heartbeat(&url, &coherence, &cache, replica),
+    );
+}
+
+/// Listens until aborted, replacing the connection (and flushing) on every gap.
+async fn listen(url: &str, cache: &ItemCache, m: &Measures, replica: u64) {
+    let coherence = cache.coherence();
+    let bound = coherence.bound();
+    let mut first = true;
+    loop {
+        let mut listener = match connect(url, bound).await {
+            Ok(l) => l,
+            Err(e) => {
+                // No lease is held here (none yet, or dropped at the gap): nothing to flush.
+                tracing::warn!(error = %e, "invalidation listener cannot connect; retrying");
+                tokio::time::sleep(bound / 5).await;
+                continue;
+            }
+        };
+        // The gap's flush retired everything cached before it, and without the lease nothing
+        // was stored since; the lease returns with the first heartbeat sent after LISTEN.
+        if !first {
+            m.reconnects.increment(1);
+        }
+        first = false;
+        tracing::info!("invalidation listener connected");
+        let gap = loop {
+            match tokio::time::timeout(bound, listener.try_recv()).await {
+                Ok(Ok(Some(n))) => handle(n.payload(), cache, m, replica).await,
+                Ok(Ok(None)) => break Flush::Reconnect,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "invalidation listener failed");
+                    break Flush::Error;
+                }
+                Err(_silent) => break Flush::Silence,
+            }
+        };
+        tracing::warn!(
+            reason = gap.as_str(),
+            "invalidation channel gap: cache flushed"
+        );
+        cache.flush(gap, true);
+    }
+}
+
+async fn connect(url: &str, bound: Duration) -> Result<PgListener, sea_orm::sqlx::Error> {
+    let connecting = async {
+        let mut listener = PgListener::connect(url).await?;
+        // Reconnects are ours to make (and to flush for).
+        listener.eager_reconnect(false);
+        listener.listen(CHANNEL).await?;
+        Ok(listener)
+    };
+    tokio::time::timeout(bound.max(Duration::from_secs(1)), connecting)
+        .await
+        .unwrap_or(Err(sea_orm::sqlx::Error::PoolTimedOut))
+}
+
+async fn handle(payload: &str, cache: &ItemCache, m: &Measures, replica: u64) {
+    match Notice::parse(payload) {
+        Some(Notice::Change {
+            id,
+            change,
+            at_unix,
+        }) => {
+            if cache.invalidate(id, change).await {
+                m.applied.increment(1);
+            } else {
+                m.ignored.increment(1);
+            }
+            let now = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
+            m.change_lag.record((now - at_unix).max(0.0));
+        }
+        Some(Notice::Heartbeat {
+            replica: from,
+            sent_ms,
+        }) if from == replica => {
+            let coherence = cache.coherence();
+            coherence.heartbeat_returned(sent_ms);
+            let lag_ms = coherence.clock_ms().saturating_sub(sent_ms);
+            m.heartbeat_lag.record(lag_ms as f64 / 1000.0);
+        }
+        // Other replicas' heartbeats.
+        Some(Notice::Heartbeat { .. }) => {}
+        None => tracing::warn!(payload, "unreadable invalidation notice"),
+    }
+}
+
+/// Sends a heartbeat every fifth of the lease bound on a connection of its own, and lets the
+/// lease lapse when they stop coming back.
+async fn heartbeat(url: &str, coherence: &Coherence, cache: &ItemCache, replica: u64) {
+    let every = coherence.bound() / 5;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut conn: Option<PgConnection> = None;
+    loop {
+        tick.tick().await;
+        if coherence.lease_overdue() {
+            tracing::warn!("heartbeat overdue: cache lease dropped and cache flushed");
+            cache.flush(Flush::Lease, true);
+        }
+        if conn.is_none() {
+            conn = tokio::time::timeout(every, PgConnection::connect(url))
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let payload = format!("H:{replica:x}:{}", coherence.clock_ms());
+        let sent = sea_orm::sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(payload)
+            .execute(&mut *c);
+        if !matches!(tokio::time::timeout(every, sent).await, Ok(Ok(_))) {
+            conn = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_notices() {
+        assert_eq!(
+            Notice::parse("U:42:3:1764265600.123456"),
+            Some(Notice::Change {
+                id: 42,
+                change: Change::Written(3),
+                at_unix: 1764265600.123456
+            })
+        );
+        assert!(matches!(
+            Notice::parse("D:42:3:1764265600"),
+            Some(Notice::Change {
+                change: Change::Deleted,
+                ..
+            })
+        ));
+        assert_eq!(
+            Notice::parse("H:ff:1200"),
+            Some(Notice::Heartbeat {
+                replica: 255,
+                sent_ms: 1200
+            })
+        );
+        for bad in ["", "X:1:1:1", "U:one:1:1", "H:zz:1", "U:1:1"] {
+            assert_eq!(Notice::parse(bad), None, "{bad}");
+        }
+    }
+}
