@@ -417,6 +417,14 @@ impl Binary {
         assert!(status.success(), "kill -TERM {pid}");
     }
 
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// The exit status, if the process has ended.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         self.child

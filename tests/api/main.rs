@@ -18,5 +18,6 @@ mod metrics;
 mod openapi;
 mod overload;
 mod pg_cluster;
+mod replicas;
 mod shutdown;
 mod tracing;

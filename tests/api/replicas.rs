@@ -1,0 +1,609 @@
+//! Several replicas of the real binary on one throwaway PostgreSQL cluster, with nginx in front
+//! for one phase. A checker writes through random replicas and reads through all of them,
+//! recording acknowledgement and read times, and reports own-replica stale reads (must be 0),
+//! versions going backwards on a replica (must be 0) and the cross-replica window (ack to a
+//! read that still saw the older version). Fault phases: the listeners' backends terminated
+//! every second, one listener's connection silently black-holed (its lease must trip), the
+//! database stopped and started, and a replica killed right after a commit.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use reqwest::Client;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+use crate::helpers::{Binary, STATE_WAIT, metric, skip, which};
+use crate::pg_cluster::Cluster;
+
+const ITEMS: usize = 20;
+const REPLICAS: usize = 3;
+const LEASE: Duration = Duration::from_secs(1);
+
+/// What the checker saw.
+#[derive(Default)]
+struct Log {
+    /// (replica, id, version, acknowledged at)
+    acks: Vec<(usize, i64, i64, Instant)>,
+    /// (replica, id, version, read started at, phase)
+    reads: Vec<(usize, i64, i64, Instant, usize)>,
+    /// The phase running now (reads are tagged with it).
+    phase: usize,
+    /// Answers other than 200 (503s while the database is down).
+    refused: usize,
+}
+
+struct Findings {
+    own_stale: usize,
+    backwards: usize,
+    /// Windows of cross-replica stale reads by phase: read start minus the ack of the first
+    /// newer version.
+    windows: HashMap<usize, Vec<Duration>>,
+    reads: usize,
+}
+
+fn analyse(log: &Log) -> Findings {
+    let mut acks_by_id: HashMap<i64, Vec<(usize, i64, Instant)>> = HashMap::new();
+    for &(r, id, v, at) in &log.acks {
+        acks_by_id.entry(id).or_default().push((r, v, at));
+    }
+    let mut f = Findings {
+        own_stale: 0,
+        backwards: 0,
+        windows: HashMap::new(),
+        reads: log.reads.len(),
+    };
+    let mut last_seen: HashMap<(usize, i64), i64> = HashMap::new();
+    let mut reads = log.reads.clone();
+    reads.sort_by_key(|r| r.3);
+    for (r, id, v, at, phase) in reads {
+        // One reader per replica reads in sequence: what it sees may never go backwards.
+        let last = last_seen.entry((r, id)).or_insert(v);
+        if v < *last {
+            f.backwards += 1;
+        }
+        *last = (*last).max(v);
+        let acked_before = acks_by_id
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .filter(|a| a.2 < at);
+        let own_max = acked_before.clone().filter(|a| a.0 == r).map(|a| a.1).max();
+        if own_max.is_some_and(|m| v < m) {
+            f.own_stale += 1;
+        }
+        if let Some(first_newer) = acked_before.filter(|a| a.1 > v).map(|a| a.2).min() {
+            f.windows.entry(phase).or_default().push(at - first_newer);
+        }
+    }
+    f
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Acknowledgements through the load balancer: the replica that answered is unknown.
+const THROUGH_LB: usize = usize::MAX;
+
+/// Writes through random replicas (`targets`; a single target is the load balancer) until
+/// `stop`, logging each acknowledgement.
+async fn writer(targets: Vec<String>, ids: Vec<i64>, log: Arc<Mutex<Log>>, stop: Arc<AtomicBool>) {
+    let client = Client::new();
+    let mut n = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let r = rand::random_range(0..targets.len());
+        let id = ids[rand::random_range(0..ids.len())];
+        let sent = client
+            .put(format!("{}/data/{id}", targets[r]))
+            .json(&json!({"name": format!("w{n}")}))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        let ok = match sent {
+            Ok(resp) if resp.status() == 200 => resp.json::<Value>().await.ok(),
+            _ => None,
+        };
+        {
+            let mut log = log.lock().expect("log");
+            match ok.and_then(|b| b["version"].as_i64()) {
+                Some(v) => {
+                    let replica = if targets.len() == 1 { THROUGH_LB } else { r };
+                    log.acks.push((replica, id, v, Instant::now()));
+                }
+                None => log.refused += 1,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+}
+
+/// Reads every item through replica `r` in turn until `stop`.
+async fn reader(
+    r: usize,
+    base: String,
+    ids: Vec<i64>,
+    log: Arc<Mutex<Log>>,
+    stop: Arc<AtomicBool>,
+) {
+    let client = Client::new();
+    let mut k = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let id = ids[k % ids.len()];
+        k += 1;
+        let started = Instant::now();
+        let resp = client
+            .get(format!("{base}/data/{id}"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        let version = match resp {
+            Ok(resp) if resp.status() == 200 => resp
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|b| b["version"].as_i64()),
+            _ => None,
+        };
+        let mut log = log.lock().expect("log");
+        match version {
+            Some(v) => {
+                let phase = log.phase;
+                log.reads.push((r, id, v, started, phase));
+            }
+            None => log.refused += 1,
+        }
+    }
+}
+
+/// A TCP proxy to `upstream` that can silently stop forwarding (connections stay open, bytes
+/// are dropped), as a dead network path looks to both ends.
+async fn silent_proxy(upstream: SocketAddr, forwarding: Arc<AtomicBool>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
+    let addr = listener.local_addr().expect("proxy address");
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(pipe(cr, sw, forwarding.clone()));
+            tokio::spawn(pipe(sr, cw, forwarding.clone()));
+        }
+    });
+    addr
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    forwarding: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if forwarding.load(Ordering::Relaxed) && to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// nginx balancing over `replicas`, on a free port; stopped when dropped.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(exe: &std::path::Path, replicas: &[SocketAddr]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("dataapi-nginx-")
+            .tempdir()
+            .expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let servers: String = replicas.iter().map(|a| format!("server {a};")).collect();
+        let d = dir.path().display();
+        let conf = format!(
+            "worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log; daemon off;
+             events {{ worker_connections 512; }}
+             http {{ access_log off;
+               client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
+               fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+               upstream api {{ {servers} keepalive 16; }}
+               server {{ listen 127.0.0.1:{port};
+                 location / {{ proxy_pass http://api; proxy_http_version 1.1;
+                   proxy_set_header Connection \"\"; }} }} }}"
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).expect("nginx.conf");
+        let child = Command::new(exe)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nginx");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let started = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(started.elapsed() < STATE_WAIT, "nginx did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers (SIGKILL would orphan them).
+        let pid = i32::try_from(self.child.id()).unwrap_or(0);
+        // SAFETY: signalling our own child process by its pid.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let started = Instant::now();
+        while matches!(self.child.try_wait(), Ok(None)) && started.elapsed() < STATE_WAIT {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn scrape(bin: &Binary) -> String {
+    match reqwest::get(bin.url("/metrics")).await {
+        Ok(resp) => resp.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Polls replica `bin` until its `name` satisfies `ok`.
+async fn wait_metric(bin: &Binary, name: &str, ok: impl Fn(f64) -> bool) {
+    let started = Instant::now();
+    loop {
+        if ok(metric(&scrape(bin).await, name, &[])) {
+            return;
+        }
+        assert!(
+            started.elapsed() < STATE_WAIT,
+            "{name} on {} not reached",
+            bin.addr
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs writers and readers for `phase`, calling `during` once they run.
+async fn phase<F: Future<Output = ()>>(
+    name: &str,
+    write_to: Vec<String>,
+    read_from: &[String],
+    ids: &[i64],
+    log: &Arc<Mutex<Log>>,
+    during: F,
+) {
+    log.lock().expect("log").phase += 1;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = vec![tokio::spawn(writer(
+        write_to,
+        ids.to_vec(),
+        log.clone(),
+        stop.clone(),
+    ))];
+    for (r, base) in read_from.iter().enumerate() {
+        // Readers are numbered as the replicas they read from.
+        tasks.push(tokio::spawn(reader(
+            r,
+            base.clone(),
+            ids.to_vec(),
+            log.clone(),
+            stop.clone(),
+        )));
+    }
+    during.await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("checker task");
+    }
+    eprintln!("replicas: phase {name} done");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_stay_coherent_through_faults() {
+    let Some(nginx_exe) = which("nginx").or_else(|| which("/usr/sbin/nginx")) else {
+        return skip("nginx is not installed (Debian package `nginx`)");
+    };
+    let cluster = match tokio::task::spawn_blocking(Cluster::create)
+        .await
+        .expect("task")
+    {
+        Ok(c) => Arc::new(c),
+        Err(why) => return skip(&format!("no throwaway PostgreSQL cluster: {why}")),
+    };
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.start())
+        .await
+        .expect("task");
+    let url = cluster.url();
+    let db_addr: SocketAddr = url
+        .trim_start_matches("postgres://postgres@")
+        .trim_end_matches("/postgres")
+        .parse()
+        .expect("cluster address");
+    // Replica 0 listens through a proxy that can go silent.
+    let forwarding = Arc::new(AtomicBool::new(true));
+    let proxy = silent_proxy(db_addr, forwarding.clone()).await;
+    let listen_url = format!("postgres://postgres@{proxy}/postgres");
+    let lease = format!("{}ms", LEASE.as_millis());
+    let start = |listen: Option<&str>| {
+        let mut args = vec![
+            "--database-url",
+            url.as_str(),
+            "--db-max-connections",
+            "4",
+            "--db-acquire-timeout",
+            "500ms",
+            "--cache-lease",
+            lease.as_str(),
+            "--access-log",
+            "false",
+        ];
+        if let Some(l) = listen {
+            args.extend(["--listen-url", l]);
+        }
+        Binary::start(&args, &[])
+    };
+    let mut replicas = vec![start(Some(&listen_url))];
+    for _ in 1..REPLICAS {
+        replicas.push(start(None));
+    }
+    let bases: Vec<String> = replicas.iter().map(|b| b.url("")).collect();
+    let client = Client::new();
+    let mut ids = Vec::new();
+    for k in 0..ITEMS {
+        let resp = client
+            .post(format!("{}/data", bases[k % REPLICAS]))
+            .json(&json!({"name": format!("item {k}")}))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(resp.status(), 201);
+        ids.push(
+            resp.json::<Value>().await.expect("body")["id"]
+                .as_i64()
+                .expect("id"),
+        );
+    }
+    let log = Arc::new(Mutex::new(Log::default()));
+    let steady = Duration::from_secs(2);
+
+    // 1. Writes through nginx, reads through every replica.
+    let addrs: Vec<SocketAddr> = replicas.iter().map(|b| b.addr).collect();
+    let nginx = Nginx::start(&nginx_exe, &addrs);
+    let lb = format!("http://{}", nginx.addr);
+    phase(
+        "through nginx",
+        vec![lb],
+        &bases,
+        &ids,
+        &log,
+        tokio::time::sleep(steady),
+    )
+    .await;
+    drop(nginx);
+
+    // 2. The listeners' backends terminated every second.
+    let admin = Database::connect(url.as_str())
+        .await
+        .expect("admin connection");
+    let terminate = async {
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = admin
+                .execute_unprepared(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+                )
+                .await;
+        }
+    };
+    phase(
+        "listeners terminated",
+        bases.clone(),
+        &bases,
+        &ids,
+        &log,
+        terminate,
+    )
+    .await;
+    for r in &replicas {
+        wait_metric(r, "cache_lease_held", |v| v == 1.0).await;
+        assert!(
+            metric(&scrape(r).await, "cache_listener_reconnects_total", &[]) >= 1.0,
+            "replica {} reconnected its listener",
+            r.addr
+        );
+    }
+
+    // 3. Replica 0's listener connection goes silent: its lease must trip.
+    let blackhole = async {
+        forwarding.store(false, Ordering::Relaxed);
+        wait_metric(&replicas[0], "cache_lease_held", |v| v == 0.0).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        forwarding.store(true, Ordering::Relaxed);
+        wait_metric(&replicas[0], "cache_lease_held", |v| v == 1.0).await;
+    };
+    phase(
+        "silent listener",
+        bases.clone(),
+        &bases,
+        &ids,
+        &log,
+        blackhole,
+    )
+    .await;
+    let flushes = scrape(&replicas[0]).await;
+    assert!(
+        metric(&flushes, "cache_flushes_total", &["reason=\"lease\""])
+            + metric(&flushes, "cache_flushes_total", &["reason=\"silence\""])
+            >= 1.0,
+        "the silent path was noticed"
+    );
+
+    // 4. The database stopped, then started: 503s while down, recovery after.
+    let outage = async {
+        let c = cluster.clone();
+        tokio::task::spawn_blocking(move || c.stop())
+            .await
+            .expect("task");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let c = cluster.clone();
+        tokio::task::spawn_blocking(move || c.start())
+            .await
+            .expect("task");
+        for r in &replicas {
+            wait_metric(r, "cache_lease_held", |v| v == 1.0).await;
+        }
+    };
+    let refused_before = log.lock().expect("log").refused;
+    phase(
+        "database restart",
+        bases.clone(),
+        &bases,
+        &ids,
+        &log,
+        outage,
+    )
+    .await;
+    assert!(
+        log.lock().expect("log").refused > refused_before,
+        "requests were refused while the database was down"
+    );
+
+    // 5. A replica killed right after a commit: the change still reaches the others.
+    let last = REPLICAS - 1;
+    let id = ids[0];
+    let cached: Value = client
+        .get(format!("{}/data/{id}", bases[0]))
+        .send()
+        .await
+        .expect("read")
+        .json()
+        .await
+        .expect("body");
+    let resp = client
+        .put(format!("{}/data/{id}", bases[last]))
+        .json(&json!({"name": "last words"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(resp.status(), 200);
+    let version = resp.json::<Value>().await.expect("body")["version"].clone();
+    replicas[last].kill();
+    assert!(version.as_i64() > cached["version"].as_i64());
+    let started = Instant::now();
+    loop {
+        let seen: Value = client
+            .get(format!("{}/data/{id}", bases[0]))
+            .send()
+            .await
+            .expect("read")
+            .json()
+            .await
+            .expect("body");
+        if seen["version"] == version {
+            break;
+        }
+        assert!(started.elapsed() < STATE_WAIT, "the change never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    for r in &replicas[..last] {
+        let text = scrape(r).await;
+        for kind in ["change", "heartbeat"] {
+            let k = format!("kind=\"{kind}\"");
+            let sum = metric(&text, "cache_notification_lag_seconds_sum", &[&k]);
+            let count = metric(&text, "cache_notification_lag_seconds_count", &[&k]);
+            eprintln!(
+                "replicas: {} {kind} lag mean {:.2} ms over {count}",
+                r.addr,
+                sum / count.max(1.0) * 1000.0
+            );
+        }
+    }
+    let log = log.lock().expect("log");
+    let f = analyse(&log);
+    eprintln!(
+        "replicas: {} reads, {} acks, {} refused; own-replica stale {}, backwards {}",
+        f.reads,
+        log.acks.len(),
+        log.refused,
+        f.own_stale,
+        f.backwards
+    );
+    let names = [
+        "",
+        "through nginx",
+        "listeners terminated",
+        "silent listener",
+        "database restart",
+    ];
+    let mut max = Duration::ZERO;
+    for (phase, name) in names.iter().enumerate().skip(1) {
+        let mut w = f.windows.get(&phase).cloned().unwrap_or_default();
+        w.sort();
+        eprintln!(
+            "replicas: {name}: cross-replica stale reads {} (window p50 {:?}, p99 {:?}, max {:?})",
+            w.len(),
+            quantile(&w, 0.5),
+            quantile(&w, 0.99),
+            w.last().copied().unwrap_or_default()
+        );
+        max = max.max(w.last().copied().unwrap_or_default());
+    }
+    assert!(f.reads > 500, "the checker read enough: {}", f.reads);
+    assert_eq!(
+        f.own_stale, 0,
+        "a replica answered older than its own acknowledged write"
+    );
+    assert_eq!(f.backwards, 0, "a replica's answers went backwards");
+    // The design bound: the lease plus one heartbeat tick; twice the lease leaves room for a
+    // loaded machine's scheduling without losing the point (unbounded staleness fails).
+    assert!(
+        max < LEASE * 2,
+        "a cross-replica stale read {max:?} after the ack"
+    );
+    for r in replicas.iter_mut() {
+        r.kill();
+    }
+}
