@@ -43,7 +43,10 @@ try:
     wait("the service", lambda: "ok" in get(f"http://127.0.0.1:{api}/health/ready"))
 
     config = open(os.path.join(root, "prometheus.yml")).read()
-    config = config.replace('"api:8000"', f'"127.0.0.1:{api}"').replace('"localhost:9090"', f'"127.0.0.1:{prom}"')
+    replicas = 'dns_sd_configs:\n      - names: ["api"]\n        type: A\n        port: 8000'
+    assert replicas in config, "prometheus.yml's data-api job changed: update this rewrite"
+    config = config.replace(replicas, f'static_configs:\n      - targets: ["127.0.0.1:{api}"]')
+    config = config.replace('"localhost:9090"', f'"127.0.0.1:{prom}"')
     open(os.path.join(work, "prometheus.yml"), "w").write(config)
     shutil.copy(os.path.join(root, "prometheus.rules.yml"), work)
     procs.append(subprocess.Popen(["prometheus", f"--config.file={work}/prometheus.yml", f"--storage.tsdb.path={work}/tsdb",
