@@ -24,25 +24,6 @@ start() {  # start <binary> <port> <flags...>
 }
 # shellcheck disable=SC2086 # the flags are lists
 { a=$(free_port); start "$bin_a" "$a" ${A_FLAGS:-}; b=$(free_port); start "$bin_b" "$b" ${B_FLAGS:-}; }
-rps() {  # rps <port>
-  MAX_ID=1000 wrk -t2 -c"$conns" -d"$dur" -s loadtests/wrk/get_random.lua "http://127.0.0.1:$1" |
-    sed -n 's/^RESULT rps=\([0-9]*\).*non2xx=\([0-9]*\).*/\1 \2/p'
-}
-for port in "$a" "$b"; do MAX_ID=1000 wrk -t2 -c"$conns" -d3s -s loadtests/wrk/get_random.lua "http://127.0.0.1:$port" >/dev/null; done
-results=()
-for r in $(seq 1 "$rounds"); do
-  read -r ra bad_a < <(rps "$a")
-  read -r rb bad_b < <(rps "$b")
-  [[ "$bad_a$bad_b" == "00" ]] || { echo "non-2xx answers during the run" >&2; exit 1; }
-  results+=("$ra $rb")
-  printf 'round %d: A %6d req/s   B %6d req/s   ratio %.3f\n' "$r" "$ra" "$rb" "$(echo "$ra / $rb" | bc -l)"
-done
-printf '%s\n' "${results[@]}" | python3 -c '
-import statistics, sys
-rows = [tuple(map(float, l.split())) for l in sys.stdin if l.strip()]
-a, b = [r[0] for r in rows], [r[1] for r in rows]
-ratios = [x / y for x, y in rows]
-print(f"median A {statistics.median(a):.0f} req/s, B {statistics.median(b):.0f} req/s, "
-      f"ratio of medians {statistics.median(a) / statistics.median(b):.3f}, "
-      f"median per-pair ratio {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
-'
+# shellcheck source=alternate.sh
+source loadtests/wrk/alternate.sh
+alternate "$a" "$b" get_random.lua 1000 "$rounds" "$dur" "$conns"
