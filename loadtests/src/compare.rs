@@ -15,7 +15,7 @@ use clap::Parser;
 use goose::{config::GooseConfiguration, metrics::GooseMetrics, prelude::*};
 use serde::{Deserialize, Serialize};
 
-use crate::scenarios;
+use crate::{fleet, scenarios};
 
 /// Start the service, seed it, run the scenarios, print one table.
 #[derive(Debug, Parser)]
@@ -60,6 +60,13 @@ struct Args {
     /// Allowed relative drop in requests/s and rise in p99 (0.25 = 25 %).
     #[arg(long, default_value_t = 0.25)]
     tolerance: f64,
+    /// Replicas of the service (PostgreSQL only), behind nginx; with the cache on, the run ends
+    /// with a probe of cross-replica staleness.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    replicas: u16,
+    /// Changes the staleness probe makes (with `--replicas` above 1).
+    #[arg(long, default_value_t = 200)]
+    probes: usize,
 }
 
 /// Which database the service runs on.
@@ -107,6 +114,9 @@ pub struct Row {
 /// Runs the comparison; `argv` starts with `compare`.
 pub async fn run(argv: Vec<String>) -> anyhow::Result<()> {
     let args = Args::parse_from(argv);
+    if args.replicas > 1 && args.db != Backend::Postgres {
+        bail!("--replicas needs --db postgres: SQLite serves one process");
+    }
     ensure_binary(&args.bin)?;
     let caches: &[&str] = match args.cache {
         CacheRuns::Both => &["on", "off"],
@@ -136,6 +146,14 @@ pub async fn run(argv: Vec<String>) -> anyhow::Result<()> {
             );
             print_row(&row, rows.is_empty());
             rows.push(row);
+        }
+        if args.replicas > 1 && cache == "on" {
+            let s = fleet::probe(&server.replicas, args.items, args.probes).await?;
+            println!(
+                "cross-replica staleness ({} replicas, cache on): a change acknowledged by one \
+                 replica was answered by another after p50 {:?}, p99 {:?}, max {:?} ({} probes)",
+                args.replicas, s.p50, s.p99, s.max, s.probes
+            );
         }
         server.stop();
     }
@@ -300,10 +318,14 @@ fn ensure_binary(bin: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The service under test, stopped when dropped.
+/// The service under test (one process, or several behind nginx), stopped when dropped.
 struct Server {
-    child: Child,
+    children: Vec<Child>,
+    /// Where the load goes: the one replica, or the balancer.
     base: String,
+    /// Each replica's own address.
+    replicas: Vec<String>,
+    balancer: Option<fleet::Balancer>,
     _dir: tempfile::TempDir,
     drop_db: Option<(String, String)>,
 }
@@ -352,56 +374,89 @@ impl Server {
         if !seeded.success() {
             bail!("seeding failed");
         }
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new(&args.bin)
-            .args([
+        let n = usize::from(args.replicas);
+        let pool = fleet::pool_per_replica(n).to_string();
+        let mut children = Vec::new();
+        let mut ports = Vec::new();
+        for _ in 0..n {
+            let port = free_port()?;
+            let mut cmd = Command::new(&args.bin);
+            cmd.args([
                 "--database-url",
                 &url,
                 "--bind",
                 &format!("127.0.0.1:{port}"),
-                "--access-log",
-                "false",
             ])
-            .args(["--cache-capacity", if cache { "1000" } else { "0" }])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()?;
-        let server = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
+            .args(["--access-log", "false"])
+            .args(["--cache-capacity", if cache { "1000" } else { "0" }]);
+            if n > 1 {
+                cmd.args(["--db-max-connections", &pool]);
+            }
+            children.push(cmd.env("RUST_LOG", "warn").stdout(Stdio::null()).spawn()?);
+            ports.push(port);
+        }
+        let replicas: Vec<String> = ports
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect();
+        let (base, balancer) = if n > 1 {
+            let port = free_port()?;
+            let lb = fleet::Balancer::start(&ports, port)?;
+            (format!("http://127.0.0.1:{port}"), Some(lb))
+        } else {
+            (replicas[0].clone(), None)
+        };
+        Ok(Self {
+            children,
+            base,
+            replicas,
+            balancer,
             _dir: dir,
             drop_db,
-        };
-        Ok(server)
+        })
     }
 
+    /// Waits until every replica, and the balancer in front of them, answers ready.
     async fn wait_ready(&self) -> anyhow::Result<()> {
         let started = Instant::now();
-        let url = format!("{}/health/ready", self.base);
-        while started.elapsed() < Duration::from_secs(30) {
-            if reqwest::get(&url)
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Ok(());
+        for base in self.replicas.iter().chain([&self.base]) {
+            let url = format!("{base}/health/ready");
+            loop {
+                if reqwest::get(&url)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    break;
+                }
+                if started.elapsed() > Duration::from_secs(30) {
+                    bail!("the service did not become ready at {url}");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bail!("the service did not become ready at {url}")
+        Ok(())
     }
 
+    /// Every replica's `/metrics`, one after the other (the counters add up).
     async fn scrape(&self) -> anyhow::Result<String> {
-        Ok(reqwest::get(format!("{}/metrics", self.base))
-            .await?
-            .text()
-            .await?)
+        let mut text = String::new();
+        for base in &self.replicas {
+            text += &reqwest::get(format!("{base}/metrics"))
+                .await?
+                .text()
+                .await?;
+        }
+        Ok(text)
     }
 
     fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+        self.balancer = None;
+        for child in &mut self.children {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
         if let Some((admin, name)) = self.drop_db.take() {
             let _ = psql(
                 &admin,
@@ -413,8 +468,14 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        for child in &mut self.children {
+            let _ = child.kill();
+        }
     }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
@@ -525,5 +586,61 @@ mod tests {
             "hot reads hit the cache: {:?}",
             rows[0]
         );
+    }
+
+    /// Three replicas behind nginx on PostgreSQL: the mixed scenario through the balancer, then
+    /// the staleness probe (every change reached the other replica, or the run fails).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_behind_nginx() {
+        let say = |why: String| {
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("SKIPPED replicas run: {why}\n").as_bytes(),
+            );
+        };
+        let Ok(pg) = std::env::var("TEST_DATABASE_URL") else {
+            return say("TEST_DATABASE_URL is not set".into());
+        };
+        let exe = std::env::current_exe().unwrap();
+        let bin = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .unwrap()
+            .join("data-api");
+        if !bin.exists() {
+            return say(format!("{} is not built", bin.display()));
+        }
+        if fleet::nginx().is_none() {
+            return say("nginx is not installed (Debian package nginx-light)".into());
+        }
+        let argv: Vec<String> = [
+            "compare",
+            "--db",
+            "postgres",
+            "--postgres-url",
+            &pg,
+            "--replicas",
+            "3",
+            "--cache",
+            "on",
+            "--scenarios",
+            "mixed",
+            "--items",
+            "60",
+            "--hot",
+            "10",
+            "--users",
+            "2",
+            "--run-time",
+            "1",
+            "--probes",
+            "20",
+            "--bin",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([bin.display().to_string()])
+        .collect();
+        run(argv).await.unwrap();
     }
 }

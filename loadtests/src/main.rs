@@ -6,6 +6,7 @@
 //! one table, optionally saving or checking a baseline. See the README's "Load testing".
 
 mod compare;
+mod fleet;
 mod scenarios;
 
 use goose::prelude::*;

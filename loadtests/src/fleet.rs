@@ -1,0 +1,139 @@
+//! `loadtests compare --replicas N`: N data-api processes on one PostgreSQL database behind
+//! nginx, and a probe of cross-replica staleness: how long after one replica acknowledges a
+//! change another one (which had the item cached) answers it.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+/// nginx in front of `replicas`, on `port`; stopped when dropped.
+pub struct Balancer {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+/// The nginx executable, if installed.
+pub fn nginx() -> Option<&'static str> {
+    ["nginx", "/usr/sbin/nginx"].into_iter().find(|e| {
+        Command::new(e)
+            .arg("-v")
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    })
+}
+
+impl Balancer {
+    pub fn start(replicas: &[u16], port: u16) -> anyhow::Result<Self> {
+        let exe = nginx().context("--replicas needs nginx (Debian package nginx-light)")?;
+        let dir = tempfile::Builder::new()
+            .prefix("dataapi-nginx-")
+            .tempdir()?;
+        let servers: String = replicas
+            .iter()
+            .map(|p| format!("server 127.0.0.1:{p}; "))
+            .collect();
+        let d = dir.path().display();
+        let conf = format!(
+            "worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log; daemon off;
+             events {{ worker_connections 1024; }}
+             http {{ access_log off;
+               client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
+               fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+               upstream api {{ {servers} keepalive 64; }}
+               server {{ listen 127.0.0.1:{port};
+                 location / {{ proxy_pass http://api; proxy_http_version 1.1;
+                   proxy_set_header Connection \"\"; }} }} }}"
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf)?;
+        let child = Command::new(exe)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting nginx")?;
+        Ok(Self { child, _dir: dir })
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers (SIGKILL would orphan them).
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Pooled connections per replica so that N replicas (plus their listener and heartbeat
+/// connections) stay under a server that allows 100 connections, with room for others.
+pub fn pool_per_replica(replicas: usize) -> usize {
+    (80 / replicas.max(1)).saturating_sub(2).max(4)
+}
+
+/// The probe's findings.
+pub struct Staleness {
+    pub probes: usize,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+/// `probes` times: read an item through one replica (so it is cached there), change it through
+/// the next, then read it through the first until it answers the new version; the time from the
+/// acknowledgement to that answer is the cross-replica window.
+pub async fn probe(replicas: &[String], items: u64, probes: usize) -> anyhow::Result<Staleness> {
+    let client = reqwest::Client::new();
+    let mut windows = Vec::with_capacity(probes);
+    for k in 0..probes {
+        let id = 1 + (k as u64 * 7919) % items.max(1);
+        let reader = &replicas[k % replicas.len()];
+        let writer = &replicas[(k + 1) % replicas.len()];
+        let _ = client.get(format!("{reader}/data/{id}")).send().await?;
+        let resp = client
+            .put(format!("{writer}/data/{id}"))
+            .json(&json!({"name": format!("probe {k}")}))
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("probe write answered {}", resp.status());
+        }
+        let version = resp.json::<Value>().await?["version"].as_i64();
+        let acked = Instant::now();
+        loop {
+            let seen: Value = client
+                .get(format!("{reader}/data/{id}"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if seen["version"].as_i64() >= version {
+                break;
+            }
+            if acked.elapsed() > Duration::from_secs(10) {
+                bail!("replica {reader} still answers an old version of {id} after 10 s");
+            }
+        }
+        windows.push(acked.elapsed());
+    }
+    windows.sort();
+    if windows.is_empty() {
+        bail!("no probes were run");
+    }
+    let at = |q: f64| windows[((windows.len() - 1) as f64 * q).round() as usize];
+    Ok(Staleness {
+        probes,
+        p50: at(0.5),
+        p99: at(0.99),
+        max: windows[windows.len() - 1],
+    })
+}
