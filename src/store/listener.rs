@@ -5,7 +5,8 @@
 //! Lost notifications are detected, not hoped away: the connection is replaced, and the cache
 //! flushed, whenever it reports a reconnect or an error or goes silent for the lease bound (with
 //! heartbeats every fifth of the bound, silence means a dead connection); and the lease (see
-//! `coherence`) lapses whenever our own heartbeat has not come back within the bound.
+//! `coherence`) lapses, checked every tenth of the bound, whenever our own heartbeat has not
+//! come back within the bound.
 
 use std::{sync::Arc, time::Duration};
 
@@ -100,7 +101,8 @@ pub async fn run(url: String, cache: ItemCache, metrics: Arc<Metrics>) {
     let measures = Measures::new(&metrics);
     tokio::join!(
         listen(&url, &cache, &measures, replica),
-        heartbeat(&url, &coherence, &cache, replica),
+        heartbeat(&url, &coherence, replica),
+        watch_lease(&coherence, &cache),
     );
 }
 
@@ -188,21 +190,16 @@ async fn handle(payload: &str, cache: &ItemCache, m: &Measures, replica: u64) {
     }
 }
 
-/// Sends a heartbeat every fifth of the lease bound on a connection of its own, and lets the
-/// lease lapse when they stop coming back.
-async fn heartbeat(url: &str, coherence: &Coherence, cache: &ItemCache, replica: u64) {
-    let every = coherence.bound() / 5;
-    let mut tick = tokio::time::interval(every);
+/// Sends a heartbeat every fifth of the lease bound, on a connection of its own.
+async fn heartbeat(url: &str, coherence: &Coherence, replica: u64) {
+    let bound = coherence.bound();
+    let mut tick = tokio::time::interval(bound / 5);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut conn: Option<PgConnection> = None;
     loop {
         tick.tick().await;
-        if coherence.lease_overdue() {
-            tracing::warn!("heartbeat overdue: cache lease dropped and cache flushed");
-            cache.flush(Flush::Lease, true);
-        }
         if conn.is_none() {
-            conn = tokio::time::timeout(every, PgConnection::connect(url))
+            conn = tokio::time::timeout(bound, PgConnection::connect(url))
                 .await
                 .ok()
                 .and_then(Result::ok);
@@ -213,8 +210,22 @@ async fn heartbeat(url: &str, coherence: &Coherence, cache: &ItemCache, replica:
             .bind(CHANNEL)
             .bind(payload)
             .execute(&mut *c);
-        if !matches!(tokio::time::timeout(every, sent).await, Ok(Ok(_))) {
+        if !matches!(tokio::time::timeout(bound, sent).await, Ok(Ok(_))) {
             conn = None;
+        }
+    }
+}
+
+/// Drops the lease, flushing the cache, as soon as our heartbeat is overdue; on its own timer,
+/// so a slow connect or send cannot delay it.
+async fn watch_lease(coherence: &Coherence, cache: &ItemCache) {
+    let mut tick = tokio::time::interval(coherence.bound() / 10);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if coherence.lease_overdue() {
+            tracing::warn!("heartbeat overdue: cache lease dropped and cache flushed");
+            cache.flush(Flush::Lease, true);
         }
     }
 }
