@@ -21,14 +21,17 @@ pub struct NewItem {
 }
 
 impl NewItem {
-    /// A hash of the request, to tell a retry from a different request with the same key.
+    /// A hash of the request, to tell a retry from a different request with the same key. Keys
+    /// are shared by replicas that may run different builds (a rolling update), so the hash is
+    /// SHA-256 of the canonical JSON (object keys sorted), never a hasher that may change.
     pub fn fingerprint(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.name.hash(&mut h);
-        self.description.hash(&mut h);
-        self.payload.as_ref().map(|p| p.to_string()).hash(&mut h);
-        h.finish()
+        use sha2::{Digest, Sha256};
+        let canonical =
+            serde_json::to_vec(&(&self.name, &self.description, &self.payload)).unwrap_or_default();
+        let digest = Sha256::digest(&canonical);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(first)
     }
 }
 
@@ -199,4 +202,30 @@ pub async fn seed_batch(
         .await?;
     txn.commit().await?;
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_stable_and_ignore_key_order() {
+        let item = |payload: &str| NewItem {
+            name: "n".into(),
+            description: None,
+            payload: Some(serde_json::from_str(payload).unwrap()),
+        };
+        assert_eq!(
+            item(r#"{"a": 1, "b": [2]}"#).fingerprint(),
+            item(r#"{"b": [2], "a": 1}"#).fingerprint()
+        );
+        assert_ne!(
+            item(r#"{"a": 1}"#).fingerprint(),
+            item(r#"{"a": 2}"#).fingerprint()
+        );
+        // Pinned: a change here would turn retries across a rolling update into 422s.
+        assert_eq!(item(r#"{"a": 1}"#).fingerprint(), PINNED);
+    }
+
+    const PINNED: u64 = 12_621_834_009_774_936_072;
 }
