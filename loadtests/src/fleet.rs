@@ -37,18 +37,7 @@ impl Balancer {
             .iter()
             .map(|p| format!("server 127.0.0.1:{p}; "))
             .collect();
-        let d = dir.path().display();
-        let conf = format!(
-            "worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log; daemon off;
-             events {{ worker_connections 1024; }}
-             http {{ access_log off;
-               client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
-               fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-               upstream api {{ {servers} keepalive 64; }}
-               server {{ listen 127.0.0.1:{port};
-                 location / {{ proxy_pass http://api; proxy_http_version 1.1;
-                   proxy_set_header Connection \"\"; }} }} }}"
-        );
+        let conf = config(&dir.path().display().to_string(), &servers, port);
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, conf)?;
         let child = Command::new(exe)
@@ -72,6 +61,14 @@ impl Drop for Balancer {
             .status();
         let _ = self.child.wait();
     }
+}
+
+/// The nginx configuration for `servers` (`server …;` lines) on `port`, working in `dir`.
+pub fn config(dir: &str, servers: &str, port: u16) -> String {
+    include_str!("../nginx-local.conf")
+        .replace("{dir}", dir)
+        .replace("{servers}", servers)
+        .replace("{port}", &port.to_string())
 }
 
 /// Pooled connections per replica so that N replicas (plus their listener and heartbeat

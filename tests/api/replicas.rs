@@ -226,18 +226,10 @@ impl Nginx {
             .expect("free port")
             .port();
         let servers: String = replicas.iter().map(|a| format!("server {a};")).collect();
-        let d = dir.path().display();
-        let conf = format!(
-            "worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log; daemon off;
-             events {{ worker_connections 512; }}
-             http {{ access_log off;
-               client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
-               fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-               upstream api {{ {servers} keepalive 16; }}
-               server {{ listen 127.0.0.1:{port};
-                 location / {{ proxy_pass http://api; proxy_http_version 1.1;
-                   proxy_set_header Connection \"\"; }} }} }}"
-        );
+        let conf = include_str!("../../loadtests/nginx-local.conf")
+            .replace("{dir}", &dir.path().display().to_string())
+            .replace("{servers}", &servers)
+            .replace("{port}", &port.to_string());
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, conf).expect("nginx.conf");
         let child = Command::new(exe)
@@ -278,6 +270,11 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+async fn get_json(client: &Client, url: &str) -> Value {
+    let resp = client.get(url).send().await.expect("read");
+    resp.json().await.expect("json body")
 }
 
 async fn scrape(bin: &Binary) -> String {
@@ -513,14 +510,7 @@ async fn replicas_stay_coherent_through_faults() {
     // 5. A replica killed right after a commit: the change still reaches the others.
     let last = REPLICAS - 1;
     let id = ids[0];
-    let cached: Value = client
-        .get(format!("{}/data/{id}", bases[0]))
-        .send()
-        .await
-        .expect("read")
-        .json()
-        .await
-        .expect("body");
+    let cached = get_json(&client, &format!("{}/data/{id}", bases[0])).await;
     let resp = client
         .put(format!("{}/data/{id}", bases[last]))
         .json(&json!({"name": "last words"}))
@@ -533,14 +523,7 @@ async fn replicas_stay_coherent_through_faults() {
     assert!(version.as_i64() > cached["version"].as_i64());
     let started = Instant::now();
     loop {
-        let seen: Value = client
-            .get(format!("{}/data/{id}", bases[0]))
-            .send()
-            .await
-            .expect("read")
-            .json()
-            .await
-            .expect("body");
+        let seen = get_json(&client, &format!("{}/data/{id}", bases[0])).await;
         if seen["version"].as_i64() >= version.as_i64() {
             break;
         }
