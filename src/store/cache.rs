@@ -385,6 +385,30 @@ mod tests {
         cache_with(c)
     }
 
+    type Loaded = Result<(Slot, Lookup), std::convert::Infallible>;
+
+    /// A miss on `snapshot`'s id whose database read (returning `snapshot`) has happened and
+    /// which holds the key's lock until `release` is sent.
+    async fn slow_load(
+        cache: &ItemCache,
+        snapshot: Arc<CachedItem>,
+    ) -> (tokio::task::JoinHandle<Loaded>, oneshot::Sender<()>) {
+        let (started_tx, started_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel::<()>();
+        let cache = cache.clone();
+        let reader = tokio::spawn(async move {
+            cache
+                .load(snapshot.id, || async move {
+                    let _ = started_tx.send(());
+                    let _ = release_rx.await;
+                    Ok(Slot::Found(snapshot))
+                })
+                .await
+        });
+        started_rx.await.unwrap();
+        (reader, release_tx)
+    }
+
     async fn fill(cache: &ItemCache, id: i64, slot: Slot) {
         let _ = cache
             .load(id, || async { Ok::<_, std::convert::Infallible>(slot) })
@@ -440,28 +464,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn slow_load_cannot_overwrite_newer_write() {
         let cache = cache();
-        let (started_tx, started_rx) = oneshot::channel();
-        let (release_tx, release_rx) = oneshot::channel::<()>();
-        let reader = {
-            let cache = cache.clone();
-            tokio::spawn(async move {
-                cache
-                    .load(1, || async move {
-                        let snapshot = item(1, 1); // read from the database before the write
-                        let _ = started_tx.send(());
-                        let _ = release_rx.await;
-                        Ok::<_, std::convert::Infallible>(Slot::Found(snapshot))
-                    })
-                    .await
-            })
-        };
-        started_rx.await.unwrap();
+        let (reader, release) = slow_load(&cache, item(1, 1)).await;
         let writer = {
             let cache = cache.clone();
             tokio::spawn(async move { cache.publish(1, item(1, 2), cache.epoch()).await })
         };
         tokio::task::yield_now().await;
-        release_tx.send(()).unwrap();
+        release.send(()).unwrap();
         reader.await.unwrap().unwrap();
         writer.await.unwrap();
         assert_eq!(version(cache.get(1).await), Some(2));
@@ -517,24 +526,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_flush_retires_a_load_that_read_before_it() {
         let cache = replicated();
-        let (started_tx, started_rx) = oneshot::channel();
-        let (release_tx, release_rx) = oneshot::channel::<()>();
-        let reader = {
-            let cache = cache.clone();
-            tokio::spawn(async move {
-                cache
-                    .load(1, || async move {
-                        let snapshot = item(1, 1); // read before the flush
-                        let _ = started_tx.send(());
-                        let _ = release_rx.await;
-                        Ok::<_, std::convert::Infallible>(Slot::Found(snapshot))
-                    })
-                    .await
-            })
-        };
-        started_rx.await.unwrap();
+        let (reader, release) = slow_load(&cache, item(1, 1)).await;
         cache.flush(super::super::coherence::Flush::Reconnect, false);
-        release_tx.send(()).unwrap();
+        release.send(()).unwrap();
         let (_, lookup) = reader.await.unwrap().unwrap();
         assert_eq!(lookup, Lookup::Miss);
         assert_eq!(
