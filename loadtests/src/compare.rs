@@ -532,23 +532,28 @@ mod tests {
         );
     }
 
+    /// Says on the real stderr (past the harness's capture) that a test was skipped, and why.
+    fn skip(test: &str, why: &str) {
+        let line = format!("SKIPPED {test}: {why}\n");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    }
+
+    /// The debug `data-api` built beside this test binary, if it is.
+    fn service_binary() -> Option<std::path::PathBuf> {
+        let exe = std::env::current_exe().ok()?;
+        let bin = exe.parent()?.parent()?.join("data-api");
+        if bin.exists() {
+            return Some(bin);
+        }
+        skip("loadtests", &format!("{} is not built", bin.display()));
+        None
+    }
+
     /// The smoke run: every scenario for a second against the real (debug) service, tiny key
     /// space; any failed request (a wrong status or body) fails the test.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn smoke_run_of_every_scenario() {
-        let exe = std::env::current_exe().unwrap();
-        let bin = exe
-            .parent()
-            .and_then(|d| d.parent())
-            .unwrap()
-            .join("data-api");
-        if !bin.exists() {
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!("SKIPPED smoke run: {} is not built\n", bin.display()).as_bytes(),
-            );
-            return;
-        }
+        let Some(bin) = service_binary() else { return };
         let dir = tempfile::tempdir().unwrap();
         let baseline = dir.path().join("baseline.json");
         let argv = |extra: &[&str]| {
@@ -592,26 +597,15 @@ mod tests {
     /// the staleness probe (every change reached the other replica, or the run fails).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn replicas_behind_nginx() {
-        let say = |why: String| {
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!("SKIPPED replicas run: {why}\n").as_bytes(),
-            );
-        };
         let Ok(pg) = std::env::var("TEST_DATABASE_URL") else {
-            return say("TEST_DATABASE_URL is not set".into());
+            return skip("replicas run", "TEST_DATABASE_URL is not set");
         };
-        let exe = std::env::current_exe().unwrap();
-        let bin = exe
-            .parent()
-            .and_then(|d| d.parent())
-            .unwrap()
-            .join("data-api");
-        if !bin.exists() {
-            return say(format!("{} is not built", bin.display()));
-        }
+        let Some(bin) = service_binary() else { return };
         if fleet::nginx().is_none() {
-            return say("nginx is not installed (Debian package nginx-light)".into());
+            return skip(
+                "replicas run",
+                "nginx is not installed (Debian package nginx-light)",
+            );
         }
         let argv: Vec<String> = [
             "compare",

@@ -330,9 +330,9 @@ impl ItemCache {
         matches!(result, CompResult::Removed(_))
     }
 
-    /// Retires every entry (see `Coherence::flush`) and frees their memory.
-    pub fn flush(&self, reason: super::coherence::Flush, drop_lease: bool) {
-        self.coherence.flush(reason, drop_lease);
+    /// Retires every entry and drops the lease (see `Coherence::flush`), and frees the memory.
+    pub fn flush(&self, reason: super::coherence::Flush) {
+        self.coherence.flush(reason);
         self.inner.invalidate_all();
     }
 
@@ -527,7 +527,10 @@ mod tests {
     async fn a_flush_retires_a_load_that_read_before_it() {
         let cache = replicated();
         let (reader, release) = slow_load(&cache, item(1, 1)).await;
-        cache.flush(super::super::coherence::Flush::Reconnect, false);
+        cache.flush(super::super::coherence::Flush::Reconnect);
+        // The lease returns in the new epoch before the old load stores its result.
+        let coherence = cache.coherence();
+        coherence.heartbeat_returned(coherence.clock_ms());
         release.send(()).unwrap();
         let (_, lookup) = reader.await.unwrap().unwrap();
         assert_eq!(lookup, Lookup::Miss);

@@ -122,13 +122,12 @@ impl Coherence {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Starts a new epoch: nothing cached before is served again, and no fill that read the
-    /// database before now is either. `drop_lease` also stops serving until the next heartbeat.
-    pub fn flush(&self, reason: Flush, drop_lease: bool) {
+    /// A gap: starts a new epoch (nothing cached before is served again, and no fill that read
+    /// the database before now is either) and drops the lease until the next heartbeat returns.
+    pub fn flush(&self, reason: Flush) {
         let mut current = self.state.load(Ordering::Acquire);
         loop {
-            let lease = if drop_lease { 0 } else { current & LEASE };
-            let next = lease | ((current & !LEASE) + 1);
+            let next = (current & !LEASE) + 1;
             match self.state.compare_exchange_weak(
                 current,
                 next,
@@ -139,10 +138,8 @@ impl Coherence {
                 Err(seen) => current = seen,
             }
         }
-        if drop_lease {
-            self.lease_until_ms.store(0, Ordering::Release);
-            self.held.set(0.0);
-        }
+        self.lease_until_ms.store(0, Ordering::Release);
+        self.held.set(0.0);
         self.flushes[reason as usize].increment(1);
     }
 
@@ -158,7 +155,7 @@ impl Coherence {
     }
 
     /// Whether the lease is held but no heartbeat has renewed it in time (then flush with
-    /// `Flush::Lease`, dropping it).
+    /// `Flush::Lease`).
     pub fn lease_overdue(&self) -> bool {
         self.now().serving() && self.clock_ms() >= self.lease_until_ms.load(Ordering::Acquire)
     }
@@ -180,12 +177,12 @@ mod tests {
         c.heartbeat_returned(c.clock_ms());
         assert!(c.now().serving());
         let e = c.now().epoch();
-        c.flush(Flush::Reconnect, false);
+        c.flush(Flush::Reconnect);
         assert_eq!(c.now().epoch(), e + 1);
-        assert!(c.now().serving(), "a flush alone keeps the lease");
-        c.flush(Flush::Error, true);
-        assert!(!c.now().serving());
-        assert_eq!(c.now().epoch(), e + 2);
+        assert!(!c.now().serving(), "a flush drops the lease");
+        c.heartbeat_returned(c.clock_ms());
+        assert!(c.now().serving(), "the next heartbeat restores it");
+        assert_eq!(c.now().epoch(), e + 1, "in the new epoch");
 
         let stale = Coherence::replicated(&metrics, Duration::ZERO);
         stale.heartbeat_returned(stale.clock_ms());
@@ -202,7 +199,7 @@ mod tests {
             std::hint::spin_loop();
         }
         assert!(short.lease_overdue(), "the lease runs out");
-        short.flush(Flush::Lease, true);
+        short.flush(Flush::Lease);
         assert!(!short.now().serving());
         assert!(!short.lease_overdue());
         let single = Coherence::single_instance(&metrics);

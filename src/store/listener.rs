@@ -143,7 +143,7 @@ async fn listen(url: &str, cache: &ItemCache, m: &Measures, replica: u64) {
             reason = gap.as_str(),
             "invalidation channel gap: cache flushed"
         );
-        cache.flush(gap, true);
+        cache.flush(gap);
     }
 }
 
@@ -225,7 +225,7 @@ async fn watch_lease(coherence: &Coherence, cache: &ItemCache) {
         tick.tick().await;
         if coherence.lease_overdue() {
             tracing::warn!("heartbeat overdue: cache lease dropped and cache flushed");
-            cache.flush(Flush::Lease, true);
+            cache.flush(Flush::Lease);
         }
     }
 }
