@@ -4,7 +4,9 @@
 
 use std::sync::{Arc, atomic::AtomicBool};
 
-use data_api::{api, config::Settings, metrics::Metrics, store, store::Store};
+use data_api::{
+    api, config::Settings, dashboard::Dashboard, metrics::Metrics, store, store::Store,
+};
 use migration::{Migrator, MigratorTrait};
 use poem::{Endpoint, Request};
 
@@ -39,12 +41,14 @@ fn main() -> anyhow::Result<()> {
         let metrics = Arc::new(Metrics::new(metrics_on));
         let single = Arc::new(store::coherence::Coherence::single_instance(&metrics));
         let store = Store::new(db, &settings, &metrics, single);
+        let dashboard = Arc::new(Dashboard::new(metrics.clone(), &settings.metrics, false));
         let ep = api::routes(
             store,
             &settings,
             Arc::new(AtomicBool::new(false)),
             metrics,
             Default::default(),
+            dashboard,
         )?;
         for _ in 0..n {
             let resp = ep

@@ -6,6 +6,8 @@ pub mod api;
 pub mod config;
 /// The cap on open connections.
 pub mod connections;
+/// `/dashboard`: live charts computed in-process from the metrics.
+pub mod dashboard;
 /// The error type and RFC 9457 problem details.
 pub mod error;
 /// Prometheus metrics: the catalog of families, the registry, HTTP label values.

@@ -21,6 +21,7 @@ use crate::{
     api,
     config::{DbSettings, Settings},
     connections::Capped,
+    dashboard::{self, Dashboard},
     metrics::Metrics,
     store::{self, Store, coherence::Coherence, listener},
 };
@@ -32,6 +33,7 @@ pub struct App {
     metrics_acceptor: Option<(TcpAcceptor, SocketAddr)>,
     store: Store,
     metrics: Arc<Metrics>,
+    dashboard: Arc<Dashboard>,
     keys: api::auth::ApiKeys,
     settings: Settings,
     shutting_down: Arc<AtomicBool>,
@@ -63,6 +65,11 @@ impl App {
             Coherence::single_instance(&metrics)
         });
         let store = Store::new(db, &settings, &metrics, coherence.clone());
+        let dashboard = Arc::new(Dashboard::new(
+            metrics.clone(),
+            &settings.metrics,
+            replicated,
+        ));
         let listener = match store.cache() {
             Some(cache) if replicated => {
                 let url = c
@@ -86,6 +93,7 @@ impl App {
             metrics_acceptor,
             store,
             metrics,
+            dashboard,
             keys,
             settings,
             shutting_down: Arc::default(),
@@ -115,6 +123,7 @@ impl App {
             self.shutting_down.clone(),
             self.metrics.clone(),
             self.keys.clone(),
+            self.dashboard.clone(),
         )?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let flag = self.shutting_down.clone();
@@ -128,16 +137,23 @@ impl App {
         let sampler = tokio::spawn(sample_metrics(
             self.store.clone(),
             self.metrics.clone(),
+            self.dashboard.clone(),
             every,
         ));
         let purge = tokio::spawn(purge_idempotency_keys(self.store.clone()));
         let metrics_server = self.metrics_acceptor.map(|(acceptor, addr)| {
-            tracing::info!(%addr, "serving /metrics");
+            tracing::info!(%addr, "serving /metrics and /dashboard");
             let mut stop = stop_rx.clone();
-            let ep = poem::Route::new().at(
-                "/metrics",
-                api::metrics_endpoint(self.metrics.clone(), self.settings.metrics.token.clone()),
-            );
+            let token = self.settings.metrics.token.clone();
+            let ep = poem::Route::new()
+                .at(
+                    "/metrics",
+                    api::metrics_endpoint(self.metrics.clone(), token.clone()),
+                )
+                .nest(
+                    "/dashboard",
+                    dashboard::http::routes(self.dashboard.clone(), token),
+                );
             let stopped = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
@@ -197,8 +213,14 @@ async fn bind(at: SocketAddr) -> anyhow::Result<(TcpAcceptor, SocketAddr)> {
     Ok((acceptor, addr))
 }
 
-/// Samples pool and cache gauges and runs registry upkeep, on `every`, until aborted.
-async fn sample_metrics(store: Store, metrics: Arc<Metrics>, every: std::time::Duration) {
+/// Samples pool and cache gauges, runs registry upkeep and takes the dashboard's frame, on
+/// `every`, until aborted.
+async fn sample_metrics(
+    store: Store,
+    metrics: Arc<Metrics>,
+    dashboard: Arc<Dashboard>,
+    every: std::time::Duration,
+) {
     if !metrics.enabled() {
         return;
     }
@@ -207,6 +229,7 @@ async fn sample_metrics(store: Store, metrics: Arc<Metrics>, every: std::time::D
         tick.tick().await;
         store.sample_metrics().await;
         metrics.upkeep();
+        dashboard.sample();
     }
 }
 

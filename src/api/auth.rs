@@ -85,9 +85,66 @@ pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
+/// Whether `req` carries the metrics token: `Authorization: Bearer <token>` (Prometheus'
+/// `authorization` setting), or `Basic` with the token as the password and any user name (what a
+/// browser sends once it has asked for credentials).
+pub fn metrics_token_given(req: &poem::Request, token: &str) -> bool {
+    use base64::Engine;
+    let header = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let given = if let Some(bearer) = header.strip_prefix("Bearer ") {
+        bearer.as_bytes().to_vec()
+    } else if let Some(basic) = header.strip_prefix("Basic ") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(basic.trim())
+            .unwrap_or_default();
+        match decoded.iter().position(|&b| b == b':') {
+            Some(colon) => decoded[colon + 1..].to_vec(),
+            None => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
+    same_secret(&given, token.as_bytes())
+}
+
+/// 401 problem+json for `what` without its token, with the `WWW-Authenticate` `challenge`.
+pub fn metrics_unauthorized(what: &str, challenge: &'static str) -> poem::Response {
+    use poem::IntoResponse;
+    crate::error::Problem::new(
+        poem::http::StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        format!("{what} needs the metrics token"),
+    )
+    .into_response()
+    .with_header("WWW-Authenticate", challenge)
+    .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_metrics_token_comes_as_bearer_or_basic_password() {
+        let with = |value: &str| {
+            poem::Request::builder()
+                .header("Authorization", value)
+                .finish()
+        };
+        let given = |value: &str| metrics_token_given(&with(value), "s3cret");
+        assert!(given("Bearer s3cret"));
+        // base64("any:s3cret") and base64(":s3cret")
+        assert!(given("Basic YW55OnMzY3JldA=="));
+        assert!(given("Basic OnMzY3JldA=="));
+        assert!(!given("Basic czNjcmV0"), "no colon: no password");
+        assert!(!given("Bearer wrong"));
+        assert!(!given("Basic !!!"));
+        assert!(!metrics_token_given(&poem::Request::default(), "s3cret"));
+    }
 
     #[test]
     fn constant_time_eq() {

@@ -45,7 +45,7 @@ pub mod text;
 use std::sync::{Arc, atomic::AtomicBool};
 
 use poem::{
-    Endpoint, EndpointExt, IntoResponse, Response, Route,
+    Endpoint, EndpointExt, Response, Route,
     endpoint::make_sync,
     get,
     http::Method,
@@ -54,6 +54,7 @@ use poem::{
 use poem_openapi::{OpenApiService, Tags};
 
 use crate::config::Settings;
+use crate::dashboard::{self, Dashboard};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -92,14 +93,15 @@ pub fn openapi(
 }
 
 /// Every route, wrapped in the middleware (outermost first): telemetry, compression, the
-/// request guard (limits and problem+json), CORS, panic catching. `/metrics` is included unless
-/// it has an address of its own. Fails if `/docs` could not be given the served document.
+/// request guard (limits and problem+json), CORS, panic catching. `/metrics` and `/dashboard`
+/// are included unless they have an address of their own. Fails if `/docs` could not be given the served document.
 pub fn routes(
     store: Store,
     settings: &Settings,
     shutting_down: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     keys: auth::ApiKeys,
+    dashboard: Arc<Dashboard>,
 ) -> anyhow::Result<impl Endpoint + use<>> {
     let api = openapi(store, settings, shutting_down, keys);
     let raw = api.spec();
@@ -113,6 +115,12 @@ pub fn routes(
         route = route.at(
             "/metrics",
             metrics_endpoint(metrics.clone(), m.token.clone()),
+        );
+    }
+    if !m.enabled || m.bind.is_none() {
+        route = route.nest(
+            "/dashboard",
+            dashboard::http::routes(dashboard, m.token.clone()),
         );
     }
     let cors = settings.http.cors_origins.as_deref().map(cors);
@@ -137,24 +145,10 @@ pub fn routes(
 /// `GET /metrics`: the Prometheus text exposition, behind a bearer token if one is set.
 pub fn metrics_endpoint(metrics: Arc<Metrics>, token: Option<String>) -> impl Endpoint + use<> {
     get(make_sync(move |req| {
-        if let Some(token) = &token {
-            let given = req
-                .headers()
-                .get(poem::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or_default();
-            if !auth::same_secret(given.as_bytes(), token.as_bytes()) {
-                let problem = crate::error::Problem::new(
-                    poem::http::StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "/metrics needs its bearer token".to_owned(),
-                );
-                return problem
-                    .into_response()
-                    .with_header("WWW-Authenticate", "Bearer")
-                    .into_response();
-            }
+        if let Some(token) = &token
+            && !auth::metrics_token_given(&req, token)
+        {
+            return auth::metrics_unauthorized("/metrics", "Bearer");
         }
         Response::builder()
             .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -24,13 +24,15 @@ pub enum ApiRoute {
     OpenApi,
     /// `/docs` and its assets
     Docs,
+    /// `/dashboard`, its assets and data (unless metrics have an address of their own)
+    Dashboard,
     /// Anything else, so raw paths never become label values.
     Unmatched,
 }
 
 impl ApiRoute {
     /// Every route, in index order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Collection,
         Self::Item,
         Self::Live,
@@ -38,6 +40,7 @@ impl ApiRoute {
         Self::Metrics,
         Self::OpenApi,
         Self::Docs,
+        Self::Dashboard,
         Self::Unmatched,
     ];
 
@@ -51,6 +54,7 @@ impl ApiRoute {
             Self::Metrics => "/metrics",
             Self::OpenApi => "/openapi.json",
             Self::Docs => "/docs",
+            Self::Dashboard => "/dashboard",
             Self::Unmatched => "unmatched",
         }
     }
@@ -60,15 +64,23 @@ impl ApiRoute {
         match self {
             Self::Collection => "GET, POST",
             Self::Item => "GET, PUT, PATCH, DELETE",
-            Self::Live | Self::Ready | Self::Metrics | Self::OpenApi | Self::Docs => "GET",
+            Self::Live
+            | Self::Ready
+            | Self::Metrics
+            | Self::OpenApi
+            | Self::Docs
+            | Self::Dashboard => "GET",
             Self::Unmatched => "",
         }
     }
 
-    /// Probes and scrapes: never refused by the in-flight cap, so an overloaded service still
-    /// reports on itself.
+    /// Probes, scrapes and the dashboard: never refused by the in-flight cap, so an overloaded
+    /// service still reports on itself.
     pub const fn is_probe(self) -> bool {
-        matches!(self, Self::Live | Self::Ready | Self::Metrics)
+        matches!(
+            self,
+            Self::Live | Self::Ready | Self::Metrics | Self::Dashboard
+        )
     }
 
     /// The route `path` belongs to.
@@ -81,6 +93,8 @@ impl ApiRoute {
             "/openapi.json" => Self::OpenApi,
             "/docs" => Self::Docs,
             p if p.starts_with("/docs/") => Self::Docs,
+            "/dashboard" => Self::Dashboard,
+            p if p.starts_with("/dashboard/") => Self::Dashboard,
             p => match p.strip_prefix("/data/") {
                 Some(id) if !id.is_empty() && !id.contains('/') => Self::Item,
                 _ => Self::Unmatched,
@@ -103,6 +117,7 @@ mod tests {
         assert_eq!(of("/data/"), "unmatched");
         assert_eq!(of("/docs/index.css"), "/docs");
         assert_eq!(of("/wp-admin"), "unmatched");
+        assert_eq!(of("/dashboard/data"), "/dashboard");
         for (i, r) in ApiRoute::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i, "ALL is in index order");
         }

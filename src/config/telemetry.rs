@@ -92,7 +92,13 @@ pub struct MetricsSettings {
     #[arg(long = "metrics-interval", env = "DATA_API_METRICS_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
 
-    /// Require `Authorization: Bearer <token>` on `/metrics`. Env: DATA_API_METRICS_TOKEN.
+    /// How far back `/dashboard` shows each tick (a coarser series covers the last hour).
+    /// Env: DATA_API_DASHBOARD_WINDOW.
+    #[arg(long = "dashboard-window", env = "DATA_API_DASHBOARD_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub dashboard_window: Duration,
+
+    /// Require the token on `/metrics` and `/dashboard`: `Authorization: Bearer <token>`, or
+    /// HTTP Basic with the token as the password (browsers). Env: DATA_API_METRICS_TOKEN.
     #[arg(
         long = "metrics-token",
         env = "DATA_API_METRICS_TOKEN",

@@ -7,6 +7,7 @@ mod browser;
 mod cache;
 mod concurrency;
 mod crud;
+mod dashboard;
 mod db_faults;
 mod errors;
 mod fuzz;

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """End to end with a real Prometheus: the release service on 127.0.0.1, Prometheus with the repo's
-prometheus.yml (only the targets rewritten) and rules, a short goose load, then every panel query
-of the dashboard (template variables substituted) and every recording rule must return data.
+prometheus.yml (only the targets rewritten) and rules, a short goose load during which /dashboard's
+request rate and p99 are compared with Prometheus' over the same window, then every panel query of
+the Grafana dashboard (template variables substituted) and every recording rule must return data.
 Usage: e2e.py DATA_API_BIN LOADTESTS_BIN"""
 import json, os, shutil, socket, subprocess, sys, tempfile, time, urllib.parse, urllib.request
 
@@ -53,10 +54,27 @@ try:
                                    f"--web.listen-address=127.0.0.1:{prom}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     wait("Prometheus to scrape the service", lambda: any(r["value"][1] == "1" for r in query(prom, 'up{job="data-api"}')), 90)
 
-    print("driving goose load for 20 s")
-    subprocess.run([bin_load, "--host", f"http://127.0.0.1:{api}", "--scenarios", "mixed,write,read_cold,lifecycle",
-                    "-u", "4", "-r", "4", "-t", "20s", "-q", "--no-print-metrics"],
-                   check=True, env={**os.environ, "LOADTEST_MAX_ID": "2000"}, stdout=subprocess.DEVNULL)
+    print("driving goose load for 40 s")
+    load = subprocess.Popen([bin_load, "--host", f"http://127.0.0.1:{api}", "--scenarios", "mixed,write,readcold,lifecycle",
+                             "-u", "4", "-r", "4", "-t", "40s", "-q", "--no-print-metrics"],
+                            env={**os.environ, "LOADTEST_MAX_ID": "2000"}, stdout=subprocess.DEVNULL)
+    procs.append(load)
+    # /dashboard against Prometheus, over the same 30 s of steady load: the request rate, and the
+    # p99 from the same buckets. Prometheus extrapolates rate() to the window's edges and its
+    # newest sample is up to one scrape (5 s) old; the dashboard reads every second. Under a steady
+    # load both see the same traffic, so they must agree within 15 % (rate) and 25 % (p99).
+    time.sleep(34)
+    dash = json.loads(get(f"http://127.0.0.1:{api}/dashboard/data?range=30"))
+    tiles = {t["title"]: t["value"] for t in dash["tiles"]}
+    prom_rate = float(query(prom, 'sum(rate(http_server_request_duration_seconds_count{job="data-api"}[30s]))')[0]["value"][1])
+    prom_p99 = float(query(prom, 'histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{job="data-api"}[30s])))')[0]["value"][1])
+    agree = [("request rate", tiles["Request rate"], prom_rate, 0.15), ("p99", tiles["Latency p99"], prom_p99, 0.25)]
+    for what, ours, theirs, tolerance in agree:
+        print(f"dashboard vs Prometheus over 30 s: {what} {ours:.6g} vs {theirs:.6g} ({ours / theirs - 1:+.1%}, tolerance {tolerance:.0%})")
+        if abs(ours / theirs - 1) > tolerance:
+            sys.exit(f"/dashboard's {what} disagrees with Prometheus beyond {tolerance:.0%}")
+    if load.wait(timeout=60) != 0:
+        sys.exit("the goose load failed")
     for path in ["/data/999999", "/nope", "/health/ready", "/metrics"]:
         try:
             get(f"http://127.0.0.1:{api}{path}")

@@ -1,0 +1,256 @@
+//! `/dashboard`: the service's own live dashboard. A sampler on the `--metrics-interval` tick
+//! renders the registry (as a scrape would), keeps cumulative frames of what the page shows in a
+//! bounded history, and `/dashboard/data` computes the panels' series from it — rates and
+//! `histogram_quantile` the way Prometheus computes them — so the request path records nothing
+//! more than it already did.
+
+mod exposition;
+mod frames;
+pub mod http;
+mod panels;
+mod promql;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+
+use self::frames::{History, Ring};
+use self::panels::{PANELS, Row, TILES, Unit};
+use crate::config::MetricsSettings;
+use crate::metrics::Metrics;
+
+/// Rates and quantiles of the fine series are taken over this many ticks (10 s at the default
+/// 1 s), as Grafana takes them over `$__rate_interval`.
+const RATE_TICKS: u32 = 10;
+/// The coarse series: one frame per 15 s (or per tick, if ticks are slower) for an hour, rates
+/// over four steps.
+const COARSE_STEP: Duration = Duration::from_secs(15);
+const COARSE_SPAN: Duration = Duration::from_secs(3600);
+const COARSE_RATE_STEPS: u32 = 4;
+/// The most fine frames kept, whatever the window and tick.
+const MAX_FRAMES: usize = 20_000;
+
+/// The sampled history and what the page needs to know about this process.
+pub struct Dashboard {
+    history: Mutex<History>,
+    metrics: Arc<Metrics>,
+    started: SystemTime,
+    interval: Duration,
+    coarse_step: Duration,
+    replicated: bool,
+}
+
+/// What the page asks for: points newer than `since` (unix ms), over the last `range`.
+#[derive(Debug, Clone, Copy)]
+pub struct DataQuery {
+    pub since_ms: Option<u64>,
+    pub range: Duration,
+}
+
+impl Dashboard {
+    /// An empty history sized for `settings` (window and tick).
+    pub fn new(metrics: Arc<Metrics>, settings: &MetricsSettings, replicated: bool) -> Self {
+        let interval = settings.interval.max(Duration::from_millis(10));
+        let fine = (settings.dashboard_window.as_secs_f64() / interval.as_secs_f64()).ceil();
+        let coarse_step = COARSE_STEP.max(interval);
+        let coarse = (COARSE_SPAN.as_secs_f64() / coarse_step.as_secs_f64()).ceil() as usize + 1;
+        Self {
+            history: Mutex::new(History::new(
+                (fine as usize + 1).min(MAX_FRAMES),
+                coarse,
+                coarse_step.as_secs_f64(),
+            )),
+            metrics,
+            started: SystemTime::now(),
+            interval,
+            coarse_step,
+            replicated,
+        }
+    }
+
+    /// Takes one frame: renders the registry (outside the lock) and folds it into the history.
+    pub fn sample(&self) {
+        if !self.metrics.enabled() {
+            return;
+        }
+        let text = self.metrics.render();
+        let t = unix_seconds(SystemTime::now());
+        if let Ok(mut h) = self.history.lock() {
+            h.ingest(t, &text);
+        }
+    }
+
+    /// The page's data for `q`.
+    pub fn data(&self, q: DataQuery) -> Data {
+        let mut data = Data {
+            metrics: self.metrics.enabled(),
+            replicated: self.replicated,
+            started_ms: millis(unix_seconds(self.started)),
+            now_ms: millis(unix_seconds(SystemTime::now())),
+            interval_ms: self.interval.as_millis() as u64,
+            step_ms: 0,
+            rate_window_s: 0.0,
+            window_s: 0.0,
+            range_s: q.range.as_secs_f64(),
+            tiles: Vec::new(),
+            panels: Vec::new(),
+        };
+        let Ok(h) = self.history.lock() else {
+            return data;
+        };
+        let Some(now) = h.fine.last() else {
+            return data;
+        };
+        data.now_ms = millis(now.t);
+        let fine_span = h.fine.frames().front().map_or(0.0, |f| now.t - f.t);
+        data.window_s = fine_span;
+        let range = q.range.as_secs_f64();
+        // The fine ring while it covers the range (or the hour ring has nothing more).
+        let coarse_span = h.coarse.frames().front().map_or(0.0, |f| now.t - f.t);
+        let (ring, step, rate_window) = if range <= fine_span + 1e-9 || coarse_span <= fine_span {
+            (&h.fine, self.interval, self.interval * RATE_TICKS)
+        } else {
+            (
+                &h.coarse,
+                self.coarse_step,
+                self.coarse_step * COARSE_RATE_STEPS,
+            )
+        };
+        data.step_ms = step.as_millis() as u64;
+        data.rate_window_s = rate_window.as_secs_f64();
+        for t in TILES {
+            let (span, from_ring) = if t.hour {
+                (COARSE_SPAN.as_secs_f64(), older(&h.coarse, &h.fine))
+            } else {
+                (range, ring)
+            };
+            let value = from_ring
+                .at_or_before(now.t - span)
+                .filter(|from| from.t < now.t)
+                .and_then(|from| t.expr.eval(&h.columns, from, now).remove(""));
+            data.tiles.push(TileData {
+                title: t.title,
+                unit: t.unit,
+                value,
+            });
+        }
+        let start = now.t - range;
+        let points: Vec<usize> = (0..ring.frames().len())
+            .filter(|&i| {
+                let t = ring.frames()[i].t;
+                t >= start && q.since_ms.is_none_or(|since| millis(t) > since)
+            })
+            .collect();
+        for p in PANELS {
+            if p.row == Row::Replicas && !self.replicated {
+                continue;
+            }
+            let mut series: Vec<SeriesData> = Vec::new();
+            for s in p.series {
+                let plan = s.expr.plan(&h.columns);
+                for &i in &points {
+                    let to = &ring.frames()[i];
+                    let Some(from) = ring
+                        .at_or_before(to.t - rate_window.as_secs_f64())
+                        .filter(|f| f.t < to.t)
+                    else {
+                        continue;
+                    };
+                    for (group, v) in plan.eval(from, to) {
+                        let name = panels::legend(s, &group);
+                        let at = match series.iter().position(|x| x.name == name) {
+                            Some(at) => at,
+                            None => {
+                                series.push(SeriesData {
+                                    name,
+                                    points: Vec::new(),
+                                });
+                                series.len() - 1
+                            }
+                        };
+                        series[at].points.push((millis(to.t), finite(v)));
+                    }
+                }
+            }
+            data.panels.push(PanelData {
+                row: p.row,
+                title: p.title,
+                unit: p.unit,
+                series,
+            });
+        }
+        data
+    }
+}
+
+/// Of two rings, the one reaching further back.
+fn older<'a>(a: &'a Ring, b: &'a Ring) -> &'a Ring {
+    match (a.frames().front(), b.frames().front()) {
+        (Some(x), Some(y)) if y.t < x.t => b,
+        _ => a,
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+fn millis(seconds: f64) -> u64 {
+    (seconds * 1000.0).round() as u64
+}
+
+/// NaN and infinities (no traffic, an empty window) are gaps, written `null`.
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+/// `GET /dashboard/data`.
+#[derive(Debug, Serialize)]
+pub struct Data {
+    /// False when the service runs with `--metrics false`: nothing is recorded.
+    pub metrics: bool,
+    /// Whether the replicas' cache-coherence row applies.
+    pub replicated: bool,
+    pub started_ms: u64,
+    /// The newest sample's time.
+    pub now_ms: u64,
+    pub interval_ms: u64,
+    /// Spacing of the points returned.
+    pub step_ms: u64,
+    /// Each point's rates and quantiles are over this many seconds before it.
+    pub rate_window_s: f64,
+    /// How far back the fine history reaches now.
+    pub window_s: f64,
+    pub range_s: f64,
+    pub tiles: Vec<TileData>,
+    pub panels: Vec<PanelData>,
+}
+
+/// A headline number; `null` without traffic in the range.
+#[derive(Debug, Serialize)]
+pub struct TileData {
+    pub title: &'static str,
+    pub unit: Unit,
+    pub value: Option<f64>,
+}
+
+/// A chart's series.
+#[derive(Debug, Serialize)]
+pub struct PanelData {
+    pub row: Row,
+    pub title: &'static str,
+    pub unit: Unit,
+    pub series: Vec<SeriesData>,
+}
+
+/// One line: `[unix ms, value or null]` points, oldest first.
+#[derive(Debug, Serialize)]
+pub struct SeriesData {
+    pub name: String,
+    pub points: Vec<(u64, Option<f64>)>,
+}
