@@ -1,6 +1,10 @@
 //! Runs N in-process cache-hit GETs with one telemetry configuration, for instruction counting:
 //! `valgrind --tool=callgrind target/release/examples/hot_path_count all_on 20000`.
 //! Configurations: all_off, metrics, spans, all_on.
+//!
+//! Optional: `… all_on 20000 <ticks> [data]` then takes that many `/dashboard` samples (what the
+//! sampler does each tick, after the requests registered their series) and, with `data`, builds
+//! one `/dashboard/data` answer over all of them: the dashboard's cost off the request path.
 
 use std::sync::{Arc, atomic::AtomicBool};
 
@@ -14,6 +18,8 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let config = args.next().unwrap_or_else(|| "all_on".to_owned());
     let n: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let ticks: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let build_data = args.next().as_deref() == Some("data");
     let (metrics_on, spans) = match config.as_str() {
         "all_off" => (false, false),
         "metrics" => (true, false),
@@ -48,13 +54,22 @@ fn main() -> anyhow::Result<()> {
             Arc::new(AtomicBool::new(false)),
             metrics,
             Default::default(),
-            dashboard,
+            dashboard.clone(),
         )?;
         for _ in 0..n {
             let resp = ep
                 .call(Request::builder().uri_str("/data/3").finish())
                 .await?;
             std::hint::black_box(resp);
+        }
+        for _ in 0..ticks {
+            dashboard.sample();
+        }
+        if build_data {
+            std::hint::black_box(dashboard.data(data_api::dashboard::DataQuery {
+                since_ms: None,
+                range: std::time::Duration::from_secs(3600),
+            }));
         }
         anyhow::Ok(())
     })

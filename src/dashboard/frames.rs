@@ -104,6 +104,16 @@ impl History {
         }
     }
 
+    /// Bytes held by the frames of both rings (their values; columns are a few KiB more).
+    pub fn bytes(&self) -> usize {
+        self.fine
+            .frames()
+            .iter()
+            .chain(self.coarse.frames())
+            .map(|f| std::mem::size_of::<Frame>() + f.values.capacity() * 8)
+            .sum()
+    }
+
     /// Folds the exposition `text`, read at unix time `t`, into a new frame.
     pub fn ingest(&mut self, t: f64, text: &str) {
         let mut values = vec![f64::NAN; self.columns.len()];
@@ -135,6 +145,7 @@ impl History {
                 *v = m.read(*v);
             }
         }
+        values.shrink_to_fit();
         let frame = Frame { t, values };
         if self
             .coarse

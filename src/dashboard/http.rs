@@ -72,9 +72,11 @@ pub fn routes(dashboard: Arc<Dashboard>, token: Option<String>) -> impl Endpoint
 /// `GET /dashboard/data?since=<unix ms>&range=<seconds>`.
 fn data(dashboard: &Dashboard, req: &Request) -> Response {
     match parse_query(req.uri().query().unwrap_or_default()) {
+        // Closed after each poll, so an open tab holds no `--max-connections` place in between.
         Ok(q) => Response::builder()
             .content_type("application/json")
             .header("Cache-Control", "no-store")
+            .header("Connection", "close")
             .body(serde_json::to_vec(&dashboard.data(q)).unwrap_or_default()),
         Err(detail) => {
             Problem::new(StatusCode::BAD_REQUEST, "invalid-query", detail).into_response()

@@ -95,6 +95,7 @@ impl Dashboard {
             rate_window_s: 0.0,
             window_s: 0.0,
             range_s: q.range.as_secs_f64(),
+            history_bytes: 0,
             tiles: Vec::new(),
             panels: Vec::new(),
         };
@@ -105,6 +106,7 @@ impl Dashboard {
             return data;
         };
         data.now_ms = millis(now.t);
+        data.history_bytes = h.bytes();
         let fine_span = h.fine.frames().front().map_or(0.0, |f| now.t - f.t);
         data.window_s = fine_span;
         let range = q.range.as_secs_f64();
@@ -227,6 +229,8 @@ pub struct Data {
     /// How far back the fine history reaches now.
     pub window_s: f64,
     pub range_s: f64,
+    /// Memory held by the sampled history (both rings), for sizing `--dashboard-window`.
+    pub history_bytes: usize,
     pub tiles: Vec<TileData>,
     pub panels: Vec<PanelData>,
 }

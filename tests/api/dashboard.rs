@@ -69,6 +69,12 @@ async fn page_and_assets_are_served_under_a_strict_csp() {
         let csp = h["content-security-policy"].to_str().unwrap();
         assert!(csp.starts_with("default-src 'self'"), "{path}: {csp}");
         assert_eq!(h["x-content-type-options"], "nosniff");
+        if path == "/dashboard/data" {
+            assert_eq!(
+                h["connection"], "close",
+                "a tab holds no connection between polls"
+            );
+        }
     }
     let page = app.get("/dashboard").await.text().await.unwrap();
     assert!(page.contains("/dashboard/dashboard.js") && page.contains("/dashboard/dashboard.css"));

@@ -66,7 +66,7 @@ try {
   const tooltip = page.locator('#tooltip');
   await tooltip.waitFor({ state: 'visible', timeout: WAIT });
   const text = await tooltip.textContent();
-  const read = /requests\/s: ([\d.]+) (k )?\/s/.exec(text);
+  const read = /requests\/s: ([\d.]+) ?[kMG]? ?\/s/.exec(text);
   if (!read || !(parseFloat(read[1]) > 0)) problems.push(`hover read-out: ${JSON.stringify(text)}`);
 
   const tiles = await page.$$eval('.tile', (ts) => ts.map((t) => t.textContent.replace(/\s+/g, ' ')));

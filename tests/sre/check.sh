@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The SRE bundle, proven: Prometheus config and rules (promtool), rule unit tests, the compose
-# file, the dashboard's structure, and end to end against a real Prometheus.
+# file, the Grafana dashboard's structure, end to end against a real Prometheus, and the built-in
+# /dashboard in a real browser.
 # Usage: tests/sre/check.sh [data-api binary] [loadtests binary]   (release builds by default)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,3 +20,5 @@ python3 tests/sre/dashboard_check.py grafana/dashboards/data-api.json
 if need prometheus "end-to-end dashboard check"; then
     python3 tests/sre/e2e.py "$api" "$load"
 fi
+# /dashboard in headless Chromium (says SKIPPED without Node.js or Chromium).
+bash tests/browser/run.sh "$api" "$load"
