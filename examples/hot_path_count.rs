@@ -66,10 +66,17 @@ fn main() -> anyhow::Result<()> {
             dashboard.sample();
         }
         if build_data {
-            std::hint::black_box(dashboard.data(data_api::dashboard::DataQuery {
+            let started = std::time::Instant::now();
+            let data = dashboard.data(data_api::dashboard::DataQuery {
                 since_ms: None,
                 range: std::time::Duration::from_secs(3600),
-            }));
+            });
+            let took = started.elapsed();
+            let json = serde_json::to_vec(&data)?;
+            eprintln!(
+                "dashboard data over {ticks} frames: {took:?}, {} bytes of JSON",
+                json.len()
+            );
         }
         anyhow::Ok(())
     })

@@ -70,6 +70,12 @@ pub struct CacheSettings {
     )]
     pub capacity: u64,
 
+    /// Most bytes the cache may hold (response bodies plus a fixed per-entry overhead), beside
+    /// `--cache-capacity`: whichever bound is reached first evicts. Unset: only the entry count
+    /// bounds it. Env: DATA_API_CACHE_MAX_BYTES.
+    #[arg(long = "cache-max-bytes", env = "DATA_API_CACHE_MAX_BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_bytes: Option<u64>,
+
     /// How long a cached item lives. Env: DATA_API_CACHE_TTL.
     #[arg(long = "cache-ttl", env = "DATA_API_CACHE_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub ttl: Duration,

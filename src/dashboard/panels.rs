@@ -33,6 +33,7 @@ pub const FAMILIES: &[(&str, &[&str])] = &[
     (c::CACHE_ENTRIES.name, &[]),
     (c::CACHE_CAPACITY.name, &[]),
     (c::CACHE_SIZE_BYTES.name, &[]),
+    (c::CACHE_CAPACITY_BYTES.name, &[]),
     (c::CACHE_LEASE_HELD.name, &[]),
     (c::CACHE_INVALIDATIONS.name, &["result"]),
     (c::CACHE_FLUSHES.name, &["reason"]),
@@ -416,7 +417,10 @@ pub const PANELS: &[Panel] = &[
         row: Row::Cache,
         title: "Cached bytes",
         unit: Unit::Bytes,
-        series: &[s("bytes", Expr::Latest(sel(c::CACHE_SIZE_BYTES.name)))],
+        series: &[
+            s("bytes", Expr::Latest(sel(c::CACHE_SIZE_BYTES.name))),
+            s("budget", Expr::Latest(sel(c::CACHE_CAPACITY_BYTES.name))),
+        ],
     },
     Panel {
         row: Row::Pool,

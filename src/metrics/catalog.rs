@@ -102,6 +102,12 @@ pub const CACHE_CAPACITY: MetricDef = def(
     None,
     "Configured maximum entries of the item cache.",
 );
+pub const CACHE_CAPACITY_BYTES: MetricDef = def(
+    "cache_capacity_bytes",
+    Gauge,
+    Some(Unit::Bytes),
+    "Configured byte budget of the item cache (0: none, only the entry count bounds it).",
+);
 /// Labels: `result` = `applied` (an entry was dropped or replaced), `ignored` (nothing cached was
 /// older).
 pub const CACHE_INVALIDATIONS: MetricDef = def(
@@ -200,7 +206,7 @@ pub const BUILD_INFO: MetricDef = def(
 );
 
 /// Every family the service itself defines (process metrics come from `metrics-process`).
-pub const ALL: [&MetricDef; 25] = [
+pub const ALL: [&MetricDef; 26] = [
     &HTTP_SERVER_REQUEST_DURATION,
     &HTTP_SERVER_ACTIVE_REQUESTS,
     &HTTP_SERVER_OPEN_CONNECTIONS,
@@ -212,6 +218,7 @@ pub const ALL: [&MetricDef; 25] = [
     &CACHE_ENTRIES,
     &CACHE_SIZE_BYTES,
     &CACHE_CAPACITY,
+    &CACHE_CAPACITY_BYTES,
     &CACHE_INVALIDATIONS,
     &CACHE_FLUSHES,
     &CACHE_LISTENER_RECONNECTS,

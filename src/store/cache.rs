@@ -44,7 +44,9 @@ impl CachedItem {
     /// Serializes `model` once; the same bytes answer the write and every later hit.
     pub fn from_model(model: &Model) -> Arc<Self> {
         // Serializing a Model (strings, numbers, timestamps, a JSON value) cannot fail.
-        let body = serde_json::to_vec(model).unwrap_or_default();
+        let mut body = serde_json::to_vec(model).unwrap_or_default();
+        // The serializer doubles its buffer as it goes; a cached body keeps only its bytes.
+        body.shrink_to_fit();
         Arc::new(Self {
             id: model.id,
             version: model.version,
@@ -159,6 +161,18 @@ impl Ttl {
     }
 }
 
+/// What bounds the cache: entries, and optionally bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub entries: u64,
+    pub bytes: Option<u64>,
+}
+
+/// What an entry costs beyond its body, for the byte budget: the entry, the item and its ETag,
+/// and moka's own bookkeeping, as measured (resident memory per entry minus the body, in
+/// BENCHMARKS.md).
+pub const ENTRY_OVERHEAD: u64 = 1024;
+
 /// The item cache; cheap to clone.
 #[derive(Clone)]
 pub struct ItemCache {
@@ -168,17 +182,30 @@ pub struct ItemCache {
 }
 
 impl ItemCache {
-    /// A cache of at most `capacity` entries; items live `ttl`, "not found" answers `negative_ttl`.
+    /// A cache within `bound`; items live `ttl`, "not found" answers `negative_ttl`.
     pub fn new(
-        capacity: u64,
+        bound: Bound,
         ttl: Duration,
         negative_ttl: Duration,
         metrics: CacheMetrics,
         coherence: Arc<Coherence>,
     ) -> Self {
         let m = metrics.clone();
-        let inner = Cache::builder()
-            .max_capacity(capacity)
+        let builder = match bound.bytes {
+            None => Cache::builder().max_capacity(bound.entries),
+            // moka has one capacity: weigh entries in bytes, but never below the budget's share
+            // per entry, so the entry count stays within its own bound too.
+            Some(budget) => {
+                let share = budget.div_ceil(bound.entries.max(1));
+                Cache::builder()
+                    .max_capacity(budget)
+                    .weigher(move |_id, e: &Entry| {
+                        let bytes = e.slot.bytes() as u64 + ENTRY_OVERHEAD;
+                        u32::try_from(bytes.max(share)).unwrap_or(u32::MAX)
+                    })
+            }
+        };
+        let inner = builder
             .expire_after(Ttl {
                 found: ttl,
                 absent: negative_ttl,
@@ -363,10 +390,19 @@ mod tests {
     fn cache_with(coherence: Coherence) -> ItemCache {
         let metrics = crate::metrics::Metrics::new(true);
         ItemCache::new(
-            100,
+            Bound {
+                entries: 100,
+                bytes: None,
+            },
             Duration::from_secs(60),
             Duration::from_secs(60),
-            CacheMetrics::new(&metrics, 100),
+            CacheMetrics::new(
+                &metrics,
+                Bound {
+                    entries: 100,
+                    bytes: None,
+                },
+            ),
             Arc::new(coherence),
         )
     }
@@ -386,6 +422,65 @@ mod tests {
     }
 
     type Loaded = Result<(Slot, Lookup), std::convert::Infallible>;
+
+    /// Fills a cache bounded by `bound` with 200 items of `body` bytes; returns its entries and
+    /// the bytes of body it holds.
+    async fn fill_bounded(bound: Bound, body: usize) -> (u64, u64) {
+        let metrics = crate::metrics::Metrics::new(true);
+        let coherence = Arc::new(Coherence::single_instance(&metrics));
+        let c = ItemCache::new(
+            bound,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            CacheMetrics::new(&metrics, bound),
+            coherence,
+        );
+        for id in 0..200 {
+            let it = Arc::new(CachedItem {
+                id,
+                version: 1,
+                etag: etag(1),
+                body: Bytes::from(vec![b'x'; body]),
+            });
+            let loaded: Loaded = c.load(id, || async { Ok(Slot::Found(it)) }).await;
+            assert!(loaded.is_ok());
+            c.inner.run_pending_tasks().await;
+        }
+        c.inner.run_pending_tasks().await;
+        let bytes = c.inner.iter().map(|(_, e)| e.slot.bytes() as u64).sum();
+        (c.inner.entry_count(), bytes)
+    }
+
+    #[tokio::test]
+    async fn a_byte_budget_bounds_large_items_and_the_count_still_bounds_small_ones() {
+        // 64 KiB bodies, room for 100 entries but only ~10 of them by bytes.
+        let budget = 10 * (65_536 + ENTRY_OVERHEAD);
+        let big = Bound {
+            entries: 100,
+            bytes: Some(budget),
+        };
+        let (entries, bytes) = fill_bounded(big, 65_536).await;
+        assert!(entries > 0 && entries <= 10, "{entries} entries");
+        assert!(bytes + entries * ENTRY_OVERHEAD <= budget, "{bytes} bytes");
+        // Tiny bodies under a large budget: the entry count is the bound that bites.
+        let small = Bound {
+            entries: 20,
+            bytes: Some(1 << 30),
+        };
+        let (entries, _) = fill_bounded(small, 10).await;
+        assert!(entries > 0 && entries <= 20, "{entries} entries");
+        // Without a budget: the count alone, whatever the size.
+        let count_only = Bound {
+            entries: 50,
+            bytes: None,
+        };
+        let (entries, bytes) = fill_bounded(count_only, 65_536).await;
+        assert!(entries > 10 && entries <= 50, "{entries} entries");
+        assert!(
+            bytes > budget,
+            "64 KiB items are not weighed without a budget"
+        );
+    }
 
     /// A miss on `snapshot`'s id whose database read (returning `snapshot`) has happened and
     /// which holds the key's lock until `release` is sent.

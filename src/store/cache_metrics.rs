@@ -8,6 +8,7 @@ use std::sync::{
 use metrics::{Counter, Gauge};
 use moka::notification::RemovalCause;
 
+use super::cache::Bound;
 use crate::metrics::{Metrics, catalog::*};
 
 /// Why an entry left the cache (the `cause` label).
@@ -64,9 +65,12 @@ pub struct CacheMetrics {
 }
 
 impl CacheMetrics {
-    pub fn new(metrics: &Metrics, capacity: u64) -> Self {
+    pub fn new(metrics: &Metrics, bound: Bound) -> Self {
         let c = [("cache", "items")];
-        metrics.gauge(&CACHE_CAPACITY, &c).set(capacity as f64);
+        metrics.gauge(&CACHE_CAPACITY, &c).set(bound.entries as f64);
+        metrics
+            .gauge(&CACHE_CAPACITY_BYTES, &c)
+            .set(bound.bytes.unwrap_or(0) as f64);
         Self {
             hit: metrics.counter(&CACHE_GETS, &[("cache", "items"), ("result", "hit")]),
             miss: metrics.counter(&CACHE_GETS, &[("cache", "items"), ("result", "miss")]),

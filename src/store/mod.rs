@@ -51,10 +51,14 @@ impl Store {
     /// says), recording into `metrics`.
     pub fn new(db: Db, settings: &Settings, metrics: &Metrics, coherence: Arc<Coherence>) -> Self {
         let c = &settings.cache;
-        let cache_metrics = CacheMetrics::new(metrics, c.capacity);
+        let bound = cache::Bound {
+            entries: c.capacity,
+            bytes: c.max_bytes,
+        };
+        let cache_metrics = CacheMetrics::new(metrics, bound);
         let cache = (c.capacity > 0).then(|| {
             let m = cache_metrics.clone();
-            ItemCache::new(c.capacity, c.ttl, c.negative_ttl, m, coherence)
+            ItemCache::new(bound, c.ttl, c.negative_ttl, m, coherence)
         });
         let system = match db.backend() {
             DbBackend::Postgres => "postgresql",

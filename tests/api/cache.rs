@@ -174,3 +174,45 @@ async fn create_is_visible_despite_cached_404(app: &TestApp) {
         "no stale 404 after the create was acknowledged"
     );
 }
+
+/// `--cache-max-bytes`: large items are evicted to stay within the byte budget, while every
+/// read still answers the item; the budget is exported beside the entry capacity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_budget_bounds_what_the_cache_holds() {
+    const BODY: usize = 8_000;
+    let budget = 5 * (BODY as u64 + 1_024 + 200);
+    let app = TestApp::sqlite(|s| {
+        s.cache.capacity = 1_000;
+        s.cache.max_bytes = Some(budget);
+    })
+    .await;
+    let blob = "x".repeat(BODY);
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let item = app
+            .create(json!({"name": format!("big {i}"), "payload": {"blob": blob}}))
+            .await;
+        ids.push(item["id"].as_i64().unwrap());
+    }
+    for _ in 0..2 {
+        for id in &ids {
+            let resp = app.get(&format!("/data/{id}")).await;
+            assert_eq!(resp.status(), 200);
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["payload"]["blob"].as_str().map(str::len), Some(BODY));
+        }
+    }
+    let text = app.scrape().await;
+    let m = |name: &str, labels: &[&str]| crate::helpers::metric(&text, name, labels);
+    assert_eq!(m("cache_capacity_bytes", &[]), budget as f64);
+    app.wait_for_metric("cache_evictions_total", &["cause=\"size\""], |v| v > 0.0)
+        .await;
+    // Evictions are applied on the sampling tick: wait for the gauges to show them.
+    let entries = app
+        .wait_for_metric("cache_entries", &[], |v| v <= 5.0)
+        .await;
+    let held = crate::helpers::metric(&app.scrape().await, "cache_size_bytes", &[]);
+    assert!(entries >= 1.0, "the cache still holds what fits");
+    assert!(held <= budget as f64, "{held} bytes held, budget {budget}");
+    app.stop().await;
+}
