@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# data-api against what the machine can do without it, side by side in alternating rounds:
+#   hit:  GET /data/{id} from the cache (SQLite)  vs  examples/bare_poem answering the same bytes
+#   miss: GET /data/{id}, cache off, PostgreSQL    vs  pgbench, the same SELECT by primary key (prepared)
+#   put:  PUT /data/{id}, PostgreSQL               vs  pgbench, one UPDATE by primary key per transaction
+# on the same 100k-row data_items table, the same number of database connections, and the same
+# durability (synchronous_commit as the server has it). Prints each round and the ratios.
+# Usage: loadtests/wrk/reference.sh [rows=hit,miss,put] [rounds=4] [duration=8s] [connections=50] [db connections=32]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rows=${1:-hit,miss,put}; rounds=${2:-4}; dur=${3:-8s}; conns=${4:-50}; dbconns=${5:-32}
+secs=${dur%s}
+cargo build --release -q --bin data-api --example bare_poem
+bin=target/release/data-api; bare=target/release/examples/bare_poem
+work=$(mktemp -d); pids=(); db=""
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+  [[ -n "$db" ]] && psql -h 127.0.0.1 -U postgres -qc "drop database if exists $db with (force)" postgres
+  rm -rf "$work"
+}
+trap cleanup EXIT
+ready() { for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$1/$2" >/dev/null && return; sleep 0.1; done; echo "port $1 not ready" >&2; exit 1; }
+# shellcheck source=alternate.sh
+source loadtests/wrk/alternate.sh
+
+if [[ ",$rows," == *",hit,"* ]]; then
+  echo "== hit: data-api (SQLite, cache on, telemetry on) vs bare poem, wrk -t2 -c$conns"
+  url="sqlite://$work/hit.db?mode=rwc"
+  $bin seed --database-url "$url" --items 1000 --quiet >/dev/null
+  a=$(free_port); RUST_LOG=warn $bin --database-url "$url" --bind "127.0.0.1:$a" --access-log false & pids+=($!)
+  ready "$a" health/ready
+  curl -sf "http://127.0.0.1:$a/data/1" > "$work/body.json"
+  b=$(free_port); $bare "127.0.0.1:$b" "$work/body.json" & pids+=($!)
+  ready "$b" data/1
+  alternate "$a" "$b" get_random.lua 1000 "$rounds" "$dur" "$conns"
+fi
+
+if [[ ",$rows," == *",miss,"* || ",$rows," == *",put,"* ]]; then
+  db="dataapi_ref_$$"
+  psql -h 127.0.0.1 -U postgres -qc "create database $db" postgres
+  url="postgres://postgres@127.0.0.1:5432/$db"
+  $bin seed --database-url "$url" --items 100000 --batch 4000 --quiet >/dev/null
+  printf '\\set id random(1, 100000)\nSELECT * FROM data_items WHERE id = :id;\n' > "$work/select.sql"
+  printf '\\set id random(1, 100000)\nUPDATE data_items SET name = '"'"'pgbench'"'"', version = version + 1, updated_at = now() WHERE id = :id;\n' > "$work/update.sql"
+  pg() { pgbench -h 127.0.0.1 -U postgres -n -M prepared -c "$dbconns" -j 2 -T "$secs" -f "$work/$1" "$db" 2>/dev/null |
+    sed -n 's/^tps = \([0-9.]*\).*/\1/p' | cut -d. -f1; }
+  api() { MAX_ID=100000 wrk -t2 -c"$conns" -d"$dur" -s "loadtests/wrk/$1" "http://127.0.0.1:$2" |
+    sed -n 's/^RESULT rps=\([0-9]*\).*non2xx=0 .*/\1/p'; }
+  side_by_side() {  # side_by_side <label> <cache capacity> <wrk script> <pgbench script>
+    local port; port=$(free_port)
+    RUST_LOG=warn $bin --database-url "$url" --bind "127.0.0.1:$port" --access-log false \
+      --cache-capacity "$2" --db-max-connections "$dbconns" --db-min-connections "$dbconns" & pids+=($!)
+    ready "$port" health/ready
+    echo "== $1: data-api (PostgreSQL, $dbconns connections) vs pgbench -M prepared -c $dbconns"
+    api "$3" "$port" >/dev/null
+    local results=()
+    for r in $(seq 1 "$rounds"); do
+      local x y; x=$(api "$3" "$port"); y=$(pg "$4")
+      [[ -n "$x" && -n "$y" ]] || { echo "a run failed (non-2xx answers or pgbench error)" >&2; exit 1; }
+      results+=("$x $y")
+      printf 'round %d: data-api %6d req/s   pgbench %6d tps   ratio %.3f\n' "$r" "$x" "$y" "$(echo "$x / $y" | bc -l)"
+    done
+    printf '%s\n' "${results[@]}" | python3 -c '
+import statistics, sys
+rows = [tuple(map(float, l.split())) for l in sys.stdin if l.strip()]
+ratios = [x / y for x, y in rows]
+print(f"median data-api {statistics.median(r[0] for r in rows):.0f} req/s, pgbench {statistics.median(r[1] for r in rows):.0f} tps, "
+      f"median per-pair ratio {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")'
+    kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+  }
+  [[ ",$rows," == *",miss,"* ]] && side_by_side "miss" 0 get_random.lua select.sql
+  [[ ",$rows," == *",put,"* ]] && side_by_side "put" 1000 put_random.lua update.sql
+fi
