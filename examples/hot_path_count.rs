@@ -1,6 +1,8 @@
 //! Runs N in-process cache-hit GETs with one telemetry configuration, for instruction counting:
 //! `valgrind --tool=callgrind target/release/examples/hot_path_count all_on 20000`.
-//! Configurations: all_off, metrics, spans, all_on.
+//! Configurations: all_off, metrics, spans, all_on; and `bare`, the yardstick: a bare poem route
+//! answering the same shape of response with fixed bytes (as `examples/bare_poem` does over TCP),
+//! so the difference is what data-api's request path costs beyond poem itself.
 //!
 //! Optional: `… all_on 20000 <ticks> [data]` then takes that many `/dashboard` samples (what the
 //! sampler does each tick, after the requests registered their series) and, with `data`, builds
@@ -29,6 +31,9 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if config == "bare" {
+        return rt.block_on(bare(n));
+    }
     let dir = tempfile::tempdir()?;
     let url = format!(
         "sqlite://{}?mode=rwc",
@@ -80,4 +85,26 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+/// N calls of a bare poem route answering fixed bytes with a hit's headers.
+async fn bare(n: u64) -> anyhow::Result<()> {
+    let body = bytes::Bytes::from_static(br#"{"id":3,"name":"item 3","version":1}"#);
+    let ep = poem::Route::new().at(
+        "/data/:id",
+        poem::get(poem::endpoint::make_sync(move |_| {
+            poem::Response::builder()
+                .content_type("application/json; charset=utf-8")
+                .header("etag", "\"1\"")
+                .header("cache-control", "no-cache")
+                .body(body.clone())
+        })),
+    );
+    for _ in 0..n {
+        let resp = ep
+            .call(Request::builder().uri_str("/data/3").finish())
+            .await?;
+        std::hint::black_box(resp);
+    }
+    Ok(())
 }
