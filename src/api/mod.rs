@@ -45,7 +45,7 @@ pub mod text;
 use std::sync::{Arc, atomic::AtomicBool};
 
 use poem::{
-    Endpoint, EndpointExt, Response, Route,
+    Endpoint, EndpointExt, IntoEndpoint, Response, Route,
     endpoint::make_sync,
     get,
     http::Method,
@@ -126,8 +126,14 @@ pub fn routes(
     let cors = settings.http.cors_origins.as_deref().map(cors);
     let guarded = middleware::Guarded {
         // CORS inside the guard, so its refusals are answered as problem+json too.
-        inner: middleware::catch_panics(route.nest("/", api), &metrics)
-            .with_if(cors.is_some(), cors.unwrap_or_default()),
+        inner: middleware::catch_panics(
+            route::Dispatch {
+                api: api.into_endpoint(),
+                rest: route,
+            },
+            &metrics,
+        )
+        .with_if(cors.is_some(), cors.unwrap_or_default()),
         limits,
     };
     let observe = observe::Observe {

@@ -103,6 +103,29 @@ impl ApiRoute {
     }
 }
 
+/// The OpenAPI operations called directly and every other route through the router, so a request
+/// for `/data/{id}` is matched once (by the OpenAPI service's own router) instead of twice (the
+/// outer router, then the nested service's): that second match, its path formatting and request
+/// extensions were about a tenth of a cache hit's instructions.
+pub struct Dispatch<A, R> {
+    pub api: A,
+    pub rest: R,
+}
+
+impl<A: poem::Endpoint, R: poem::Endpoint> poem::Endpoint for Dispatch<A, R> {
+    type Output = poem::Response;
+
+    async fn call(&self, req: poem::Request) -> poem::Result<poem::Response> {
+        use poem::IntoResponse;
+        match ApiRoute::of(req.uri().path()) {
+            ApiRoute::Collection | ApiRoute::Item | ApiRoute::Live | ApiRoute::Ready => {
+                self.api.call(req).await.map(IntoResponse::into_response)
+            }
+            _ => self.rest.call(req).await.map(IntoResponse::into_response),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ApiRoute;
