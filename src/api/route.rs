@@ -74,6 +74,14 @@ impl ApiRoute {
         }
     }
 
+    /// Served by the OpenAPI service's operations (the other routes are plain poem routes).
+    pub const fn is_operation(self) -> bool {
+        matches!(
+            self,
+            Self::Collection | Self::Item | Self::Live | Self::Ready
+        )
+    }
+
     /// Probes, scrapes and the dashboard: never refused by the in-flight cap, so an overloaded
     /// service still reports on itself.
     pub const fn is_probe(self) -> bool {
@@ -117,11 +125,10 @@ impl<A: poem::Endpoint, R: poem::Endpoint> poem::Endpoint for Dispatch<A, R> {
 
     async fn call(&self, req: poem::Request) -> poem::Result<poem::Response> {
         use poem::IntoResponse;
-        match ApiRoute::of(req.uri().path()) {
-            ApiRoute::Collection | ApiRoute::Item | ApiRoute::Live | ApiRoute::Ready => {
-                self.api.call(req).await.map(IntoResponse::into_response)
-            }
-            _ => self.rest.call(req).await.map(IntoResponse::into_response),
+        if ApiRoute::of(req.uri().path()).is_operation() {
+            self.api.call(req).await.map(IntoResponse::into_response)
+        } else {
+            self.rest.call(req).await.map(IntoResponse::into_response)
         }
     }
 }

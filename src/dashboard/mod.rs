@@ -17,8 +17,8 @@ use std::{
 
 use serde::Serialize;
 
-use self::frames::{History, Ring};
-use self::panels::{PANELS, Row, TILES, Unit};
+use self::frames::{Frame, History, Ring};
+use self::panels::{PANELS, Panel, Row, TILES, Unit};
 use crate::config::MetricsSettings;
 use crate::metrics::Metrics;
 
@@ -123,7 +123,30 @@ impl Dashboard {
         };
         data.step_ms = step.as_millis() as u64;
         data.rate_window_s = rate_window.as_secs_f64();
-        for t in TILES {
+        data.tiles = tiles(&h, ring, range);
+        let start = now.t - range;
+        let points: Vec<&Frame> = ring
+            .frames()
+            .iter()
+            .filter(|f| f.t >= start && q.since_ms.is_none_or(|since| millis(f.t) > since))
+            .collect();
+        data.panels = PANELS
+            .iter()
+            .filter(|p| p.row != Row::Replicas || self.replicated)
+            .map(|p| panel(p, &h, ring, &points, rate_window.as_secs_f64()))
+            .collect();
+        data
+    }
+}
+
+/// The tiles: over `range` in `ring` (rates) or now (gauges); the SLO tiles over the hour.
+fn tiles(h: &History, ring: &Ring, range: f64) -> Vec<TileData> {
+    let Some(now) = h.fine.last() else {
+        return Vec::new();
+    };
+    TILES
+        .iter()
+        .map(|t| {
             let (span, from_ring) = if t.hour {
                 (COARSE_SPAN.as_secs_f64(), older(&h.coarse, &h.fine))
             } else {
@@ -133,58 +156,45 @@ impl Dashboard {
                 .at_or_before(now.t - span)
                 .filter(|from| from.t < now.t)
                 .and_then(|from| t.expr.eval(&h.columns, from, now).remove(""));
-            data.tiles.push(TileData {
+            TileData {
                 title: t.title,
                 unit: t.unit,
                 value,
-            });
-        }
-        let start = now.t - range;
-        let points: Vec<usize> = (0..ring.frames().len())
-            .filter(|&i| {
-                let t = ring.frames()[i].t;
-                t >= start && q.since_ms.is_none_or(|since| millis(t) > since)
-            })
-            .collect();
-        for p in PANELS {
-            if p.row == Row::Replicas && !self.replicated {
+            }
+        })
+        .collect()
+}
+
+/// Panel `p`'s series at each of `points`, each value over `rate_window` before it in `ring`.
+fn panel(p: &Panel, h: &History, ring: &Ring, points: &[&Frame], rate_window: f64) -> PanelData {
+    let mut series: Vec<SeriesData> = Vec::new();
+    for s in p.series {
+        let plan = s.expr.plan(&h.columns);
+        for to in points {
+            let Some(from) = ring.at_or_before(to.t - rate_window).filter(|f| f.t < to.t) else {
                 continue;
-            }
-            let mut series: Vec<SeriesData> = Vec::new();
-            for s in p.series {
-                let plan = s.expr.plan(&h.columns);
-                for &i in &points {
-                    let to = &ring.frames()[i];
-                    let Some(from) = ring
-                        .at_or_before(to.t - rate_window.as_secs_f64())
-                        .filter(|f| f.t < to.t)
-                    else {
-                        continue;
-                    };
-                    for (group, v) in plan.eval(from, to) {
-                        let name = panels::legend(s, &group);
-                        let at = match series.iter().position(|x| x.name == name) {
-                            Some(at) => at,
-                            None => {
-                                series.push(SeriesData {
-                                    name,
-                                    points: Vec::new(),
-                                });
-                                series.len() - 1
-                            }
-                        };
-                        series[at].points.push((millis(to.t), finite(v)));
+            };
+            for (group, v) in plan.eval(from, to) {
+                let name = panels::legend(s, &group);
+                let at = match series.iter().position(|x| x.name == name) {
+                    Some(at) => at,
+                    None => {
+                        series.push(SeriesData {
+                            name,
+                            points: Vec::new(),
+                        });
+                        series.len() - 1
                     }
-                }
+                };
+                series[at].points.push((millis(to.t), finite(v)));
             }
-            data.panels.push(PanelData {
-                row: p.row,
-                title: p.title,
-                unit: p.unit,
-                series,
-            });
         }
-        data
+    }
+    PanelData {
+        row: p.row,
+        title: p.title,
+        unit: p.unit,
+        series,
     }
 }
 

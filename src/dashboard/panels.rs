@@ -298,6 +298,14 @@ const POOL: &[&str] = &["pool"];
 const OP: &[&str] = &["db_operation_name"];
 const S5XX: &[(&str, Matcher)] = &[("http_response_status_code", Matcher::Prefix("5"))];
 const S4XX: &[(&str, Matcher)] = &[("http_response_status_code", Matcher::Prefix("4"))];
+/// Shown both as a chart and as a tile.
+const SHARE_5XX: Expr = Expr::Ratio(REQS.only(S5XX), REQS);
+const SHARE_4XX: Expr = Expr::Ratio(REQS.only(S4XX), REQS);
+const P99: Expr = Expr::Quantile(0.99, sel(REQ_BUCKET));
+const HIT_RATIO: Expr = Expr::Ratio(
+    sel(c::CACHE_GETS.name).only(&[("result", Matcher::Eq("hit"))]),
+    sel(c::CACHE_GETS.name),
+);
 
 /// Every chart, in page order.
 pub const PANELS: &[Panel] = &[
@@ -311,10 +319,7 @@ pub const PANELS: &[Panel] = &[
         row: Row::Overview,
         title: "Error ratio (5xx, 4xx)",
         unit: Unit::Ratio,
-        series: &[
-            s("5xx share", Expr::Ratio(REQS.only(S5XX), REQS)),
-            s("4xx share", Expr::Ratio(REQS.only(S4XX), REQS)),
-        ],
+        series: &[s("5xx share", SHARE_5XX), s("4xx share", SHARE_4XX)],
     },
     Panel {
         row: Row::Overview,
@@ -323,7 +328,7 @@ pub const PANELS: &[Panel] = &[
         series: &[
             s("p50", Expr::Quantile(0.5, sel(REQ_BUCKET))),
             s("p95", Expr::Quantile(0.95, sel(REQ_BUCKET))),
-            s("p99", Expr::Quantile(0.99, sel(REQ_BUCKET))),
+            s("p99", P99),
         ],
     },
     Panel {
@@ -372,13 +377,7 @@ pub const PANELS: &[Panel] = &[
         row: Row::Cache,
         title: "Hit ratio",
         unit: Unit::Ratio,
-        series: &[s(
-            "hit ratio",
-            Expr::Ratio(
-                sel(c::CACHE_GETS.name).only(&[("result", Matcher::Eq("hit"))]),
-                sel(c::CACHE_GETS.name),
-            ),
-        )],
+        series: &[s("hit ratio", HIT_RATIO)],
     },
     Panel {
         row: Row::Cache,
@@ -569,21 +568,10 @@ const fn tile(title: &'static str, unit: Unit, expr: Expr) -> Tile {
 /// The tiles above the charts.
 pub const TILES: &[Tile] = &[
     tile("Request rate", Unit::PerSecond, Expr::Rate(REQS)),
-    tile("5xx share", Unit::Ratio, Expr::Ratio(REQS.only(S5XX), REQS)),
-    tile("4xx share", Unit::Ratio, Expr::Ratio(REQS.only(S4XX), REQS)),
-    tile(
-        "Latency p99",
-        Unit::Seconds,
-        Expr::Quantile(0.99, sel(REQ_BUCKET)),
-    ),
-    tile(
-        "Cache hit ratio",
-        Unit::Ratio,
-        Expr::Ratio(
-            sel(c::CACHE_GETS.name).only(&[("result", Matcher::Eq("hit"))]),
-            sel(c::CACHE_GETS.name),
-        ),
-    ),
+    tile("5xx share", Unit::Ratio, SHARE_5XX),
+    tile("4xx share", Unit::Ratio, SHARE_4XX),
+    tile("Latency p99", Unit::Seconds, P99),
+    tile("Cache hit ratio", Unit::Ratio, HIT_RATIO),
     tile(
         "In flight",
         Unit::Count,
