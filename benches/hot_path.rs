@@ -48,7 +48,7 @@ fn bench(c: &mut Criterion) {
         settings.trace.access_log = false;
         let metrics = Arc::new(Metrics::new(metrics_on));
         let single = Arc::new(store::coherence::Coherence::single_instance(&metrics));
-        let store = Store::new(db.clone(), &settings, &metrics, single);
+        let store = Store::new(db.clone(), None, &settings, &metrics, single);
         let dashboard = Arc::new(Dashboard::new(metrics.clone(), &settings.metrics, false));
         let ep = api::routes(
             store,

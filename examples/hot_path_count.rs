@@ -51,7 +51,7 @@ fn main() -> anyhow::Result<()> {
         data_api::seed::insert(&db, 10, 10, &indicatif::ProgressBar::hidden()).await?;
         let metrics = Arc::new(Metrics::new(metrics_on));
         let single = Arc::new(store::coherence::Coherence::single_instance(&metrics));
-        let store = Store::new(db, &settings, &metrics, single);
+        let store = Store::new(db, None, &settings, &metrics, single);
         let dashboard = Arc::new(Dashboard::new(metrics.clone(), &settings.metrics, false));
         let ep = api::routes(
             store,

@@ -39,6 +39,8 @@ pub struct App {
     shutting_down: Arc<AtomicBool>,
     /// The invalidation listener, with several replicas.
     listener: Option<tokio::task::JoinHandle<()>>,
+    /// The standbys' lag watch, with `--database-read-url`.
+    standby_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
@@ -64,7 +66,14 @@ impl App {
         } else {
             Coherence::single_instance(&metrics)
         });
-        let store = Store::new(db, &settings, &metrics, coherence.clone());
+        let listening = replicated && c.capacity > 0;
+        let standbys =
+            store::standby::Standbys::connect(&settings.db, &metrics, coherence.clone(), listening)
+                .await?;
+        let standby_watch = standbys
+            .clone()
+            .map(|s| tokio::spawn(s.watch(db.write.clone())));
+        let store = Store::new(db, standbys.clone(), &settings, &metrics, coherence.clone());
         let dashboard = Arc::new(Dashboard::new(
             metrics.clone(),
             &settings.metrics,
@@ -76,7 +85,8 @@ impl App {
                     .listen_url
                     .clone()
                     .unwrap_or_else(|| settings.db.url.clone());
-                let task = tokio::spawn(listener::run(url, cache.clone(), metrics.clone()));
+                let task =
+                    tokio::spawn(listener::run(url, cache.clone(), metrics.clone(), standbys));
                 wait_for_lease(&coherence).await;
                 Some(task)
             }
@@ -98,6 +108,7 @@ impl App {
             settings,
             shutting_down: Arc::default(),
             listener,
+            standby_watch,
         })
     }
 
@@ -173,13 +184,16 @@ impl App {
             .await;
         sampler.abort();
         purge.abort();
-        if let Some(listener) = &self.listener {
-            listener.abort();
+        for task in [&self.listener, &self.standby_watch].into_iter().flatten() {
+            task.abort();
         }
         if let Some(server) = metrics_server {
             let _ = server.await;
         }
         self.store.db().close().await;
+        if let Some(standbys) = self.store.standbys() {
+            standbys.close().await;
+        }
         served.context("serving HTTP")?;
         tracing::info!("stopped");
         Ok(())

@@ -16,6 +16,22 @@ pub struct DbSettings {
     )]
     pub url: String,
 
+    /// PostgreSQL streaming standbys that take lists and cache fills off the primary, comma
+    /// separated (at most 8), each with its own pool sized as the primary's. Reads never answer
+    /// older than what this replica knows (see docs/STANDBYS.md). Env: DATABASE_READ_URL.
+    #[arg(
+        long = "database-read-url",
+        env = "DATABASE_READ_URL",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub read_urls: Vec<String>,
+
+    /// Reads go to the primary while a standby's replay lag is over this, and return once it
+    /// has stayed under half of it for as long. Env: DATA_API_MAX_REPLICA_LAG.
+    #[arg(long = "max-replica-lag", env = "DATA_API_MAX_REPLICA_LAG", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub max_replica_lag: Duration,
+
     /// Maximum pooled connections [default: 60 on PostgreSQL; 8 readers on SQLite, plus one writer].
     /// Env: DATA_API_DB_MAX_CONNECTIONS.
     #[arg(

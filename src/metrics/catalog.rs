@@ -197,6 +197,37 @@ pub const DB_CONNECTION_TIMEOUTS: MetricDef = def(
     "Waits for a connection that timed out (answered 503).",
 );
 
+/// Labels: `pool` (`main`, `read`, `standby-N`), `db_operation_name` (`select`, `list`).
+pub const DB_READS: MetricDef = def(
+    "db_client_reads_total",
+    Counter,
+    None,
+    "Reads run, by the pool that ran them: the primary's or a standby's.",
+);
+/// Labels: `pool` (`standby-N`).
+pub const DB_REPLICA_LAG: MetricDef = def(
+    "db_replica_lag_seconds",
+    Gauge,
+    SECONDS,
+    "How far a standby's replay is behind the primary, as last measured.",
+);
+/// Labels: `pool`, `state` = `serving`, `lagging` (the breaker is open: lag over
+/// `--max-replica-lag`), `catching_up` (after a gap in the invalidation channel), `down`.
+pub const DB_REPLICA_STATE: MetricDef = def(
+    "db_replica_state",
+    Gauge,
+    None,
+    "1 for the state a standby is in; reads go to it only while serving.",
+);
+/// Labels: `pool`, `reason` = `floor` (its answer was older than a version this replica knows),
+/// `conflict` (canceled by a recovery conflict), `unavailable`, `error`.
+pub const DB_REPLICA_FALLBACKS: MetricDef = def(
+    "db_replica_fallbacks_total",
+    Counter,
+    None,
+    "Reads a standby answered or failed that were run again on the primary, by reason.",
+);
+
 /// Labels: `version`, `revision`.
 pub const BUILD_INFO: MetricDef = def(
     "build_info",
@@ -206,7 +237,7 @@ pub const BUILD_INFO: MetricDef = def(
 );
 
 /// Every family the service itself defines (process metrics come from `metrics-process`).
-pub const ALL: [&MetricDef; 26] = [
+pub const ALL: [&MetricDef; 30] = [
     &HTTP_SERVER_REQUEST_DURATION,
     &HTTP_SERVER_ACTIVE_REQUESTS,
     &HTTP_SERVER_OPEN_CONNECTIONS,
@@ -232,6 +263,10 @@ pub const ALL: [&MetricDef; 26] = [
     &DB_CONNECTION_PENDING,
     &DB_CONNECTION_WAIT_TIME,
     &DB_CONNECTION_TIMEOUTS,
+    &DB_READS,
+    &DB_REPLICA_LAG,
+    &DB_REPLICA_STATE,
+    &DB_REPLICA_FALLBACKS,
     &BUILD_INFO,
 ];
 

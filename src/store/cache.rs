@@ -16,6 +16,11 @@
 //! everything cached before it, fills that read the database before it included; while the
 //! lease is not held the cache serves nothing and stores nothing; a change notification drops an
 //! entry older than the change, under the same per-key lock as everything else.
+//!
+//! With standbys (`standby`), a slot can also hold a version floor: a version this replica knows
+//! was committed (from its own write or a notification), never served as a hit. A fill reads
+//! from a standby with the floor in hand, and re-reads from the primary when the standby's answer
+//! is older (see `Store::load`). Floors are facts about the database, so they hold in any epoch.
 
 use std::{
     sync::Arc,
@@ -81,6 +86,9 @@ pub enum Slot {
     Missing,
     /// The item was deleted; ids are never reused, so this is final.
     Deleted,
+    /// Never served: this version (or a newer one) was committed, so a fill must be at least as
+    /// new. Kept only with standbys.
+    Floor(i64),
 }
 
 impl Slot {
@@ -88,7 +96,16 @@ impl Slot {
     fn bytes(&self) -> usize {
         match self {
             Slot::Found(item) => item.body.len(),
-            Slot::Missing | Slot::Deleted => 0,
+            Slot::Missing | Slot::Deleted | Slot::Floor(_) => 0,
+        }
+    }
+
+    /// The version this slot proves was committed, if any.
+    fn floor(&self) -> Option<i64> {
+        match self {
+            Slot::Found(item) => Some(item.version),
+            Slot::Floor(v) => Some(*v),
+            Slot::Missing | Slot::Deleted => None,
         }
     }
 }
@@ -155,7 +172,7 @@ impl Expiry<i64, Entry> for Ttl {
 impl Ttl {
     fn ttl(&self, v: &Slot) -> Duration {
         match v {
-            Slot::Found(_) => self.found,
+            Slot::Found(_) | Slot::Floor(_) => self.found,
             Slot::Missing | Slot::Deleted => self.absent,
         }
     }
@@ -179,6 +196,8 @@ pub struct ItemCache {
     inner: Cache<i64, Entry>,
     metrics: CacheMetrics,
     coherence: Arc<Coherence>,
+    /// Whether writes and notifications leave version floors (with standbys).
+    floors: bool,
 }
 
 impl ItemCache {
@@ -218,7 +237,14 @@ impl ItemCache {
             inner,
             metrics,
             coherence,
+            floors: false,
         }
+    }
+
+    /// Keeps version floors for fills from standbys (see the module's notes).
+    pub fn with_floors(mut self) -> Self {
+        self.floors = true;
+        self
     }
 
     /// Applies pending evictions and publishes the entry count and size.
@@ -234,31 +260,37 @@ impl ItemCache {
             return None;
         }
         let entry = self.inner.get(&id).await?;
-        (entry.epoch == state.epoch()).then_some(entry.slot)
+        let servable = entry.epoch == state.epoch() && !matches!(entry.slot, Slot::Floor(_));
+        servable.then_some(entry.slot)
     }
 
     /// Answers a miss: loads with `load` under the key's lock unless another request already has
-    /// (in this epoch); without the lease, loads and stores nothing.
+    /// (in this epoch); without the lease, loads and stores nothing. `load` gets the version
+    /// floor the slot holds, if any: what it returns must be at least that new.
     pub async fn load<F, Fut, E>(&self, id: i64, load: F) -> Result<(Slot, Lookup), E>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(Option<i64>) -> Fut,
         Fut: Future<Output = Result<Slot, E>>,
         E: Send + Sync + 'static,
     {
         let state = self.coherence.now();
         if !state.serving() {
-            return Ok((load().await?, Lookup::Bypass));
+            return Ok((load(None).await?, Lookup::Bypass));
         }
         let epoch = state.epoch();
         let result = self
             .inner
             .entry(id)
             .and_try_compute_with(|existing| async move {
-                match existing {
-                    Some(e) if e.value().epoch == epoch => Ok(Op::Nop),
+                let known = existing.as_ref().map(|e| e.value());
+                match known {
+                    Some(e) if e.epoch == epoch && !matches!(e.slot, Slot::Floor(_)) => Ok(Op::Nop),
                     // Tagged with the epoch read before the load: if a flush came meanwhile,
                     // this entry is never served.
-                    _ => load().await.map(|slot| Op::Put(Entry { epoch, slot })),
+                    _ => {
+                        let floor = known.and_then(|e| e.slot.floor());
+                        load(floor).await.map(|slot| Op::Put(Entry { epoch, slot }))
+                    }
                 }
             })
             .await?;
@@ -279,8 +311,8 @@ impl ItemCache {
     }
 
     /// After a committed create or update that started in `epoch`: replace an older entry or a
-    /// cached "not found" of that epoch. After a flush, stores nothing: the write may have
-    /// raced with changes whose notifications were lost.
+    /// cached "not found" of that epoch (with floors: raise the floor of an empty slot). After a
+    /// flush, stores nothing: the write may have raced with changes whose notifications were lost.
     pub async fn publish(&self, id: i64, item: Arc<CachedItem>, epoch: u64) {
         let state = self.coherence.now();
         if !state.serving() || state.epoch() != epoch {
@@ -305,12 +337,26 @@ impl ItemCache {
                         epoch,
                         slot: Slot::Found(item),
                     }),
+                    // Our own notification may have come first: the floor is this version.
+                    Some(Entry {
+                        epoch: e,
+                        slot: Slot::Floor(f),
+                    }) if *e == epoch && *f <= item.version => Op::Put(Entry {
+                        epoch,
+                        slot: Slot::Found(item),
+                    }),
+                    // Not the item (a late writer must not resurrect a deleted one), only the
+                    // fact that its version exists: the next fill re-reads if a standby is older.
+                    None if self.floors => Op::Put(Entry {
+                        epoch,
+                        slot: Slot::Floor(item.version),
+                    }),
                     _ => Op::Nop,
                 };
                 std::future::ready(op)
             })
             .await;
-        if let CompResult::ReplacedWith(e) = result {
+        if let CompResult::ReplacedWith(e) | CompResult::Inserted(e) = result {
             self.metrics.add_bytes(e.value().slot.bytes());
         }
     }
@@ -332,8 +378,8 @@ impl ItemCache {
             .await;
     }
 
-    /// A change committed anywhere (this replica included): drop what is older. Returns whether
-    /// anything changed here.
+    /// A change committed anywhere (this replica included): drop what is older (with floors:
+    /// leave the change's version as the floor). Returns whether anything changed here.
     pub async fn invalidate(&self, id: i64, change: Change) -> bool {
         if change == Change::Deleted {
             self.tombstone(id).await;
@@ -342,19 +388,26 @@ impl ItemCache {
         let Change::Written(version) = change else {
             return false;
         };
+        let floor = Entry {
+            epoch: self.coherence.now().epoch(),
+            slot: Slot::Floor(version),
+        };
         let result = self
             .inner
             .entry(id)
             .and_compute_with(|existing| {
-                let op = match existing.as_ref().map(|e| &e.value().slot) {
-                    None | Some(Slot::Deleted) => Op::Nop,
-                    Some(Slot::Found(cached)) if cached.version >= version => Op::Nop,
+                let slot = existing.as_ref().map(|e| &e.value().slot);
+                let op = match slot {
+                    Some(Slot::Deleted) => Op::Nop,
+                    Some(known) if known.floor().is_some_and(|v| v >= version) => Op::Nop,
+                    _ if self.floors => Op::Put(floor),
+                    None => Op::Nop,
                     Some(_) => Op::Remove,
                 };
                 std::future::ready(op)
             })
             .await;
-        matches!(result, CompResult::Removed(_))
+        !matches!(result, CompResult::Unchanged(_) | CompResult::StillNone(_))
     }
 
     /// Retires every entry and drops the lease (see `Coherence::flush`), and frees the memory.
@@ -442,7 +495,7 @@ mod tests {
                 etag: etag(1),
                 body: Bytes::from(vec![b'x'; body]),
             });
-            let loaded: Loaded = c.load(id, || async { Ok(Slot::Found(it)) }).await;
+            let loaded: Loaded = c.load(id, |_| async { Ok(Slot::Found(it)) }).await;
             assert!(loaded.is_ok());
             c.inner.run_pending_tasks().await;
         }
@@ -493,7 +546,7 @@ mod tests {
         let cache = cache.clone();
         let reader = tokio::spawn(async move {
             cache
-                .load(snapshot.id, || async move {
+                .load(snapshot.id, |_| async move {
                     let _ = started_tx.send(());
                     let _ = release_rx.await;
                     Ok(Slot::Found(snapshot))
@@ -506,7 +559,7 @@ mod tests {
 
     async fn fill(cache: &ItemCache, id: i64, slot: Slot) {
         let _ = cache
-            .load(id, || async { Ok::<_, std::convert::Infallible>(slot) })
+            .load(id, |_| async { Ok::<_, std::convert::Infallible>(slot) })
             .await;
     }
 
@@ -515,6 +568,7 @@ mod tests {
             Some(Slot::Found(i)) => Some(i.version),
             Some(Slot::Deleted) => Some(-1),
             Some(Slot::Missing) => Some(0),
+            Some(Slot::Floor(_)) => panic!("a floor is never served"),
             None => None,
         }
     }
@@ -528,7 +582,7 @@ mod tests {
                 let (cache, loads) = (cache.clone(), loads.clone());
                 tokio::spawn(async move {
                     cache
-                        .load(7, || async {
+                        .load(7, |_| async {
                             loads.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             Ok::<_, std::convert::Infallible>(Slot::Found(item(7, 1)))
@@ -582,7 +636,7 @@ mod tests {
         );
 
         let _ = cache
-            .load(1, || async {
+            .load(1, |_| async {
                 Ok::<_, std::convert::Infallible>(Slot::Found(item(1, 3)))
             })
             .await;
@@ -604,7 +658,7 @@ mod tests {
         );
 
         let _ = cache
-            .load(2, || async {
+            .load(2, |_| async {
                 Ok::<_, std::convert::Infallible>(Slot::Missing)
             })
             .await;
@@ -675,12 +729,64 @@ mod tests {
         assert_eq!(version(cache.get(3).await), Some(-1), "deletes are final");
     }
 
+    /// A load that must see `floor` and answers `slot`.
+    async fn fill_expecting(cache: &ItemCache, id: i64, floor: Option<i64>, slot: Slot) {
+        let (_, lookup) = cache
+            .load(id, |seen| async move {
+                assert_eq!(seen, floor, "the fill of {id} gets the floor");
+                Ok::<_, std::convert::Infallible>(slot)
+            })
+            .await
+            .unwrap();
+        assert_eq!(lookup, Lookup::Miss);
+    }
+
+    #[tokio::test]
+    async fn with_standbys_writes_and_notices_leave_floors_that_fills_see_and_hits_never_serve() {
+        let cache = replicated().with_floors();
+        assert!(cache.invalidate(1, Change::Written(3)).await, "a notice");
+        assert_eq!(version(cache.get(1).await), None, "a floor is not a hit");
+        fill_expecting(&cache, 1, Some(3), Slot::Found(item(1, 3))).await;
+        assert_eq!(version(cache.get(1).await), Some(3));
+
+        assert!(cache.invalidate(1, Change::Written(5)).await);
+        assert_eq!(version(cache.get(1).await), None, "the older item is gone");
+        fill_expecting(&cache, 1, Some(5), Slot::Found(item(1, 5))).await;
+        assert!(
+            !cache.invalidate(1, Change::Written(4)).await,
+            "an older notice changes nothing"
+        );
+
+        cache.publish(2, item(2, 7), cache.epoch()).await;
+        assert_eq!(version(cache.get(2).await), None, "our write, not cached");
+        fill_expecting(&cache, 2, Some(7), Slot::Found(item(2, 7))).await;
+
+        assert!(cache.invalidate(3, Change::Written(2)).await);
+        cache.publish(3, item(3, 2), cache.epoch()).await;
+        assert_eq!(
+            version(cache.get(3).await),
+            Some(2),
+            "our write replaces the floor its own notice left"
+        );
+
+        fill(&cache, 4, Slot::Missing).await;
+        assert!(
+            cache.invalidate(4, Change::Written(1)).await,
+            "created elsewhere"
+        );
+        fill_expecting(&cache, 4, Some(1), Slot::Found(item(4, 1))).await;
+
+        cache.tombstone(5).await;
+        assert!(!cache.invalidate(5, Change::Written(9)).await);
+        assert_eq!(version(cache.get(5).await), Some(-1), "deletes stay final");
+    }
+
     #[tokio::test]
     async fn without_the_lease_nothing_is_served_or_stored() {
         let metrics = crate::metrics::Metrics::new(true);
         let cache = cache_with(Coherence::replicated(&metrics, Duration::from_secs(60)));
         let (slot, lookup) = cache
-            .load(1, || async {
+            .load(1, |_| async {
                 Ok::<_, std::convert::Infallible>(Slot::Found(item(1, 1)))
             })
             .await

@@ -67,6 +67,8 @@ pub struct Coherence {
     state: AtomicU64,
     /// The lease holds until this many milliseconds after `start`.
     lease_until_ms: AtomicU64,
+    /// When the latest flush happened, in milliseconds after `start` (0: never).
+    flushed_at_ms: AtomicU64,
     start: Instant,
     bound: Duration,
     held: Gauge,
@@ -100,6 +102,7 @@ impl Coherence {
         Self {
             state: AtomicU64::new(0),
             lease_until_ms: AtomicU64::new(0),
+            flushed_at_ms: AtomicU64::new(0),
             start: Instant::now(),
             bound,
             held,
@@ -125,6 +128,8 @@ impl Coherence {
     /// A gap: starts a new epoch (nothing cached before is served again, and no fill that read
     /// the database before now is either) and drops the lease until the next heartbeat returns.
     pub fn flush(&self, reason: Flush) {
+        // Before the epoch moves: whoever sees the new epoch sees when it began.
+        self.flushed_at_ms.store(self.clock_ms(), Ordering::Release);
         let mut current = self.state.load(Ordering::Acquire);
         loop {
             let next = (current & !LEASE) + 1;
@@ -152,6 +157,13 @@ impl Coherence {
             self.state.fetch_or(LEASE, Ordering::AcqRel);
             self.held.set(1.0);
         }
+    }
+
+    /// Whether a heartbeat sent at `sent_ms` left after the flush that began `epoch` (read
+    /// before calling; epoch 0 began with no flush): then every change committed before that
+    /// flush was committed before the heartbeat was sent.
+    pub fn sent_in_epoch(&self, epoch: u64, sent_ms: u64) -> bool {
+        epoch == 0 || sent_ms > self.flushed_at_ms.load(Ordering::Acquire)
     }
 
     /// Whether the lease is held but no heartbeat has renewed it in time (then flush with

@@ -153,6 +153,23 @@ pub async fn connect(settings: &DbSettings) -> anyhow::Result<Db> {
     Ok(Db::one(pool, PoolSize { max, min }))
 }
 
+/// A PostgreSQL pool sized as the primary's that connects on first use (a standby may be down
+/// when the service starts).
+pub async fn connect_lazy(
+    url: &str,
+    settings: &DbSettings,
+) -> anyhow::Result<(DatabaseConnection, PoolSize)> {
+    let max = settings.max_connections.unwrap_or(PG_MAX).max(1);
+    let min = settings.min_connections.unwrap_or(PG_MIN).min(max);
+    let mut opts = options(url, settings, max, min);
+    opts.connect_lazy(true);
+    // Lazy: this only parses the URL and builds the pool.
+    let pool = Database::connect(opts)
+        .await
+        .with_context(|| format!("opening a pool for {}", describe(url)))?;
+    Ok((pool, PoolSize { max, min }))
+}
+
 /// Opens `min` connections in the background so the pool starts at its minimum size.
 fn warm_up(pool: &DatabaseConnection, min: u32) {
     if pool.get_database_backend() != DbBackend::Postgres || min == 0 {

@@ -19,6 +19,7 @@ use sea_orm::sqlx::{
 use super::{
     cache::{Change, ItemCache},
     coherence::{Coherence, Flush},
+    standby::Standbys,
 };
 use crate::metrics::{Metrics, catalog::*};
 
@@ -34,8 +35,12 @@ enum Notice {
         change: Change,
         at_unix: f64,
     },
-    /// `H:<replica>:<sent ms>`
-    Heartbeat { replica: u64, sent_ms: u64 },
+    /// `H:<replica>:<sent ms>[:<primary WAL position when sent>]`
+    Heartbeat {
+        replica: u64,
+        sent_ms: u64,
+        lsn: Option<u64>,
+    },
 }
 
 impl Notice {
@@ -45,7 +50,15 @@ impl Notice {
         if kind == "H" {
             let replica = u64::from_str_radix(parts.next()?, 16).ok()?;
             let sent_ms = parts.next()?.parse().ok()?;
-            return Some(Self::Heartbeat { replica, sent_ms });
+            let lsn = match parts.next() {
+                Some(text) => Some(super::standby::parse_lsn(text)?),
+                None => None,
+            };
+            return Some(Self::Heartbeat {
+                replica,
+                sent_ms,
+                lsn,
+            });
         }
         let id = parts.next()?.parse().ok()?;
         let version = parts.next()?.parse().ok()?;
@@ -94,20 +107,41 @@ pub fn register(metrics: &Metrics) {
 }
 
 /// Keeps `cache` coherent with changes committed anywhere, through `url` (the primary), until
-/// aborted. Runs the listener and the heartbeat side by side.
-pub async fn run(url: String, cache: ItemCache, metrics: Arc<Metrics>) {
+/// aborted. Runs the listener and the heartbeat side by side; returning heartbeats tell the
+/// `standbys` where the primary's WAL was when they left.
+pub async fn run(
+    url: String,
+    cache: ItemCache,
+    metrics: Arc<Metrics>,
+    standbys: Option<Arc<Standbys>>,
+) {
     let replica = rand::random::<u64>();
     let coherence = cache.coherence().clone();
     let measures = Measures::new(&metrics);
+    let heard = Heard {
+        cache: &cache,
+        m: &measures,
+        replica,
+        standbys: standbys.as_deref(),
+    };
     tokio::join!(
-        listen(&url, &cache, &measures, replica),
+        listen(&url, &heard),
         heartbeat(&url, &coherence, replica),
         watch_lease(&coherence, &cache),
     );
 }
 
+/// What the listener acts on.
+struct Heard<'a> {
+    cache: &'a ItemCache,
+    m: &'a Measures,
+    replica: u64,
+    standbys: Option<&'a Standbys>,
+}
+
 /// Listens until aborted, replacing the connection (and flushing) on every gap.
-async fn listen(url: &str, cache: &ItemCache, m: &Measures, replica: u64) {
+async fn listen(url: &str, heard: &Heard<'_>) {
+    let (cache, m) = (heard.cache, heard.m);
     let coherence = cache.coherence();
     let bound = coherence.bound();
     let mut first = true;
@@ -130,7 +164,7 @@ async fn listen(url: &str, cache: &ItemCache, m: &Measures, replica: u64) {
         tracing::info!("invalidation listener connected");
         let gap = loop {
             match tokio::time::timeout(bound, listener.try_recv()).await {
-                Ok(Ok(Some(n))) => handle(n.payload(), cache, m, replica).await,
+                Ok(Ok(Some(n))) => handle(n.payload(), heard).await,
                 Ok(Ok(None)) => break Flush::Reconnect,
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "invalidation listener failed");
@@ -160,7 +194,8 @@ async fn connect(url: &str, bound: Duration) -> Result<PgListener, sea_orm::sqlx
         .unwrap_or(Err(sea_orm::sqlx::Error::PoolTimedOut))
 }
 
-async fn handle(payload: &str, cache: &ItemCache, m: &Measures, replica: u64) {
+async fn handle(payload: &str, heard: &Heard<'_>) {
+    let (cache, m) = (heard.cache, heard.m);
     match Notice::parse(payload) {
         Some(Notice::Change {
             id,
@@ -178,9 +213,13 @@ async fn handle(payload: &str, cache: &ItemCache, m: &Measures, replica: u64) {
         Some(Notice::Heartbeat {
             replica: from,
             sent_ms,
-        }) if from == replica => {
+            lsn,
+        }) if from == heard.replica => {
             let coherence = cache.coherence();
             coherence.heartbeat_returned(sent_ms);
+            if let (Some(standbys), Some(lsn)) = (heard.standbys, lsn) {
+                standbys.heartbeat_returned(sent_ms, lsn);
+            }
             let lag_ms = coherence.clock_ms().saturating_sub(sent_ms);
             m.heartbeat_lag.record(lag_ms as f64 / 1000.0);
         }
@@ -205,8 +244,9 @@ async fn heartbeat(url: &str, coherence: &Coherence, replica: u64) {
                 .and_then(Result::ok);
         }
         let Some(c) = conn.as_mut() else { continue };
-        let payload = format!("H:{replica:x}:{}", coherence.clock_ms());
-        let sent = sea_orm::sqlx::query("SELECT pg_notify($1, $2)")
+        let payload = format!("H:{replica:x}:{}:", coherence.clock_ms());
+        // The primary's WAL position as the heartbeat leaves (see `standby`).
+        let sent = sea_orm::sqlx::query("SELECT pg_notify($1, $2 || pg_current_wal_lsn()::text)")
             .bind(CHANNEL)
             .bind(payload)
             .execute(&mut *c);
@@ -255,10 +295,19 @@ mod tests {
             Notice::parse("H:ff:1200"),
             Some(Notice::Heartbeat {
                 replica: 255,
-                sent_ms: 1200
+                sent_ms: 1200,
+                lsn: None
             })
         );
-        for bad in ["", "X:1:1:1", "U:one:1:1", "H:zz:1", "U:1:1"] {
+        assert_eq!(
+            Notice::parse("H:ff:1200:0/16B3748"),
+            Some(Notice::Heartbeat {
+                replica: 255,
+                sent_ms: 1200,
+                lsn: Some(0x16B_3748)
+            })
+        );
+        for bad in ["", "X:1:1:1", "U:one:1:1", "H:zz:1", "U:1:1", "H:ff:1:0-1"] {
             assert_eq!(Notice::parse(bad), None, "{bad}");
         }
     }

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod listener;
 pub mod pool;
 pub mod repo;
+pub mod standby;
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ pub use entity::Model;
 pub use failure::DbFailure;
 use pool::{DbOp, Pool};
 pub use repo::{Changes, NewItem, Precondition, WriteOutcome};
+use standby::{Fallback, Standbys};
 
 /// Items, read through the cache and written through to the database.
 #[derive(Clone)]
@@ -44,12 +46,20 @@ struct Inner {
     /// Where reads run; on PostgreSQL the same pool as `writes`.
     reads: Arc<Pool>,
     writes: Arc<Pool>,
+    /// Streaming standbys that may take lists and cache fills.
+    standbys: Option<Arc<Standbys>>,
 }
 
 impl Store {
-    /// A store over `db`, with a cache unless its capacity is 0 (kept coherent as `coherence`
-    /// says), recording into `metrics`.
-    pub fn new(db: Db, settings: &Settings, metrics: &Metrics, coherence: Arc<Coherence>) -> Self {
+    /// A store over `db` (and its `standbys`), with a cache unless its capacity is 0 (kept
+    /// coherent as `coherence` says), recording into `metrics`.
+    pub fn new(
+        db: Db,
+        standbys: Option<Arc<Standbys>>,
+        settings: &Settings,
+        metrics: &Metrics,
+        coherence: Arc<Coherence>,
+    ) -> Self {
         let c = &settings.cache;
         let bound = cache::Bound {
             entries: c.capacity,
@@ -58,7 +68,12 @@ impl Store {
         let cache_metrics = CacheMetrics::new(metrics, bound);
         let cache = (c.capacity > 0).then(|| {
             let m = cache_metrics.clone();
-            ItemCache::new(bound, c.ttl, c.negative_ttl, m, coherence)
+            let cache = ItemCache::new(bound, c.ttl, c.negative_ttl, m, coherence);
+            if standbys.is_some() {
+                cache.with_floors()
+            } else {
+                cache
+            }
         });
         let system = match db.backend() {
             DbBackend::Postgres => "postgresql",
@@ -81,8 +96,14 @@ impl Store {
                 cache_metrics,
                 reads,
                 writes,
+                standbys,
             }),
         }
+    }
+
+    /// The standbys, if reads may go to any.
+    pub fn standbys(&self) -> Option<&Arc<Standbys>> {
+        self.inner.standbys.as_ref()
     }
 
     /// The item cache, if there is one.
@@ -103,6 +124,9 @@ impl Store {
         if !Arc::ptr_eq(&i.reads, &i.writes) {
             i.writes.sample(write);
         }
+        if let Some(standbys) = &i.standbys {
+            standbys.sample();
+        }
         match &i.cache {
             Some(cache) => cache.sample().await,
             None => i.cache_metrics.sample(0),
@@ -113,6 +137,8 @@ impl Store {
     pub async fn get(&self, id: i64) -> Result<Option<Arc<CachedItem>>, DbErr> {
         let i = &self.inner;
         let Some(cache) = &i.cache else {
+            // No cache, so no version floors: reads that must see this replica's own writes
+            // stay on the primary.
             let model = i.reads.run(DbOp::Select, repo::get(&i.db.read, id)).await?;
             return Ok(model.as_ref().map(CachedItem::from_model));
         };
@@ -125,7 +151,7 @@ impl Store {
         let (slot, lookup) = async {
             match cache.get(id).await {
                 Some(slot) => Ok((slot, Lookup::Hit)),
-                None => cache.load(id, || self.load(id)).await,
+                None => cache.load(id, |floor| self.load(id, floor)).await,
             }
         }
         .instrument(span.clone())
@@ -142,19 +168,27 @@ impl Store {
         span.record("cache.result", lookup.as_str());
         Ok(match slot {
             Slot::Found(item) => Some(item),
-            Slot::Missing | Slot::Deleted => None,
+            // A floor is never a hit, and a load never returns one.
+            Slot::Missing | Slot::Deleted | Slot::Floor(_) => None,
         })
     }
 
-    async fn load(&self, id: i64) -> Result<Slot, DbErr> {
+    /// Reads item `id` for the cache, from a standby when one serves and its answer is at least
+    /// as new as `floor` (a version known to exist); else from the primary.
+    async fn load(&self, id: i64, floor: Option<i64>) -> Result<Slot, DbErr> {
         let i = &self.inner;
+        if let Some(s) = i.standbys.as_ref().and_then(|s| s.pick()) {
+            match s.pool.run(DbOp::Select, repo::get(&s.db, id)).await {
+                Ok(model) if floor <= model.as_ref().map(|m| m.version) => {
+                    return Ok(slot_of(model));
+                }
+                Ok(_) => s.fell_back(Fallback::Floor),
+                Err(e) => s.fell_back(Fallback::of(&e)),
+            }
+        }
         let model = i.reads.run(DbOp::Select, repo::get(&i.db.read, id)).await?;
-        Ok(match model {
-            Some(model) => Slot::Found(CachedItem::from_model(&model)),
-            None => Slot::Missing,
-        })
+        Ok(slot_of(model))
     }
-
     /// Creates an item and answers it as stored.
     pub async fn create(&self, item: NewItem) -> Result<Arc<CachedItem>, DbErr> {
         let this = self.clone();
@@ -266,8 +300,23 @@ impl Store {
         limit: u64,
     ) -> Result<(Vec<Model>, Option<i64>), DbErr> {
         let i = &self.inner;
+        if let Some(s) = i.standbys.as_ref().and_then(|s| s.pick()) {
+            let q = repo::list_page(&s.db, after, since, limit);
+            match s.pool.run(DbOp::List, q).await {
+                Ok(page) => return Ok(page),
+                Err(e) => s.fell_back(Fallback::of(&e)),
+            }
+        }
         let q = repo::list_page(&i.db.read, after, since, limit);
         i.reads.run(DbOp::List, q).await
+    }
+}
+
+/// What the cache keeps for a row read from the database.
+fn slot_of(model: Option<Model>) -> Slot {
+    match model {
+        Some(model) => Slot::Found(CachedItem::from_model(&model)),
+        None => Slot::Missing,
     }
 }
 

@@ -46,6 +46,11 @@ impl DbOp {
         }
     }
 
+    /// Whether the operation only reads (and so may run on a standby).
+    pub const fn is_read(self) -> bool {
+        matches!(self, Self::Select | Self::List)
+    }
+
     /// The span name, `{operation} {table}` as the OpenTelemetry database conventions say.
     pub const fn span_name(self) -> &'static str {
         match self {
@@ -73,6 +78,8 @@ pub struct Pool {
     duration: [Histogram; DbOp::ALL.len()],
     /// By `DbOp`, then `DbFailure`.
     errors: [[Counter; DbFailure::ALL.len()]; DbOp::ALL.len()],
+    /// By `DbOp`, for the reads only.
+    reads: [Option<Counter>; DbOp::ALL.len()],
 }
 
 impl Pool {
@@ -112,6 +119,14 @@ impl Pool {
                 )
             })
         });
+        let reads = DbOp::ALL.map(|op| {
+            op.is_read().then(|| {
+                metrics.counter(
+                    &DB_READS,
+                    &[("pool", name), ("db_operation_name", op.as_str())],
+                )
+            })
+        });
         Self {
             name,
             system,
@@ -124,7 +139,13 @@ impl Pool {
             used: metrics.gauge(&DB_CONNECTION_COUNT, &[("pool", name), ("state", "used")]),
             duration,
             errors,
+            reads,
         }
+    }
+
+    /// The pool's name (the `pool` label).
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     /// Runs `query` as operation `op`: waits for a connection permit, opens a span, and records
@@ -134,6 +155,9 @@ impl Pool {
         op: DbOp,
         query: impl Future<Output = Result<T, DbErr>>,
     ) -> Result<T, DbErr> {
+        if let Some(reads) = &self.reads[op as usize] {
+            reads.increment(1);
+        }
         let result = match self.admit().await {
             Ok(_permit) => {
                 let span = tracing::debug_span!(

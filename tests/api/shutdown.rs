@@ -212,7 +212,10 @@ async fn sigterm_under_load_drains_and_exits_zero() {
 
     // Every answered request succeeded. The only failures allowed are connections the server
     // had not read from: refused ones, and idle keep-alive connections it closed just as the
-    // client sent on them (hyper's IncompleteMessage; HTTP/1.1 clients retry those).
+    // client sent on them (RFC 9112 9.3.1; HTTP/1.1 clients retry those). The client sees that
+    // race as hyper's IncompleteMessage (the close came first) or as a reset while sending (the
+    // request reached the socket unread, so the kernel answered the close with RST). Either
+    // way no response head was read, and acknowledged writes are checked below.
     assert!(
         seen.statuses.len() > 50,
         "the load ran: {}",
@@ -225,7 +228,9 @@ async fn sigterm_under_load_drains_and_exits_zero() {
     );
     for e in &seen.errors {
         assert!(
-            e.contains("ConnectError") || e.contains("IncompleteMessage"),
+            e.contains("ConnectError")
+                || e.contains("IncompleteMessage")
+                || (e.contains("SendRequest") && e.contains("ConnectionReset")),
             "unexpected transport error: {e}"
         );
     }
