@@ -49,7 +49,11 @@ fn bench(c: &mut Criterion) {
         let metrics = Arc::new(Metrics::new(metrics_on));
         let single = Arc::new(store::coherence::Coherence::single_instance(&metrics));
         let store = Store::new(db.clone(), None, &settings, &metrics, single);
-        let dashboard = Arc::new(Dashboard::new(metrics.clone(), &settings.metrics, false));
+        let dashboard = Arc::new(Dashboard::new(
+            metrics.clone(),
+            &settings.metrics,
+            Default::default(),
+        ));
         let ep = api::routes(
             store,
             &settings,

@@ -52,7 +52,11 @@ fn main() -> anyhow::Result<()> {
         let metrics = Arc::new(Metrics::new(metrics_on));
         let single = Arc::new(store::coherence::Coherence::single_instance(&metrics));
         let store = Store::new(db, None, &settings, &metrics, single);
-        let dashboard = Arc::new(Dashboard::new(metrics.clone(), &settings.metrics, false));
+        let dashboard = Arc::new(Dashboard::new(
+            metrics.clone(),
+            &settings.metrics,
+            Default::default(),
+        ));
         let ep = api::routes(
             store,
             &settings,

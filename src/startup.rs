@@ -77,7 +77,10 @@ impl App {
         let dashboard = Arc::new(Dashboard::new(
             metrics.clone(),
             &settings.metrics,
-            replicated,
+            dashboard::OptionalRows {
+                replicas: replicated,
+                standbys: standbys.is_some(),
+            },
         ));
         let listener = match store.cache() {
             Some(cache) if replicated => {

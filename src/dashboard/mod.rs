@@ -40,7 +40,16 @@ pub struct Dashboard {
     started: SystemTime,
     interval: Duration,
     coarse_step: Duration,
-    replicated: bool,
+    rows: OptionalRows,
+}
+
+/// The rows shown only where they apply.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OptionalRows {
+    /// Replicas share the database: the cache-coherence row.
+    pub replicas: bool,
+    /// Reads may go to standbys (`--database-read-url`).
+    pub standbys: bool,
 }
 
 /// What the page asks for: points newer than `since` (unix ms), over the last `range`.
@@ -52,7 +61,7 @@ pub struct DataQuery {
 
 impl Dashboard {
     /// An empty history sized for `settings` (window and tick).
-    pub fn new(metrics: Arc<Metrics>, settings: &MetricsSettings, replicated: bool) -> Self {
+    pub fn new(metrics: Arc<Metrics>, settings: &MetricsSettings, rows: OptionalRows) -> Self {
         let interval = settings.interval.max(Duration::from_millis(10));
         let fine = (settings.dashboard_window.as_secs_f64() / interval.as_secs_f64()).ceil();
         let coarse_step = COARSE_STEP.max(interval);
@@ -67,7 +76,7 @@ impl Dashboard {
             started: SystemTime::now(),
             interval,
             coarse_step,
-            replicated,
+            rows,
         }
     }
 
@@ -87,7 +96,8 @@ impl Dashboard {
     pub fn data(&self, q: DataQuery) -> Data {
         let mut data = Data {
             metrics: self.metrics.enabled(),
-            replicated: self.replicated,
+            replicated: self.rows.replicas,
+            standbys: self.rows.standbys,
             started_ms: millis(unix_seconds(self.started)),
             now_ms: millis(unix_seconds(SystemTime::now())),
             interval_ms: self.interval.as_millis() as u64,
@@ -132,7 +142,11 @@ impl Dashboard {
             .collect();
         data.panels = PANELS
             .iter()
-            .filter(|p| p.row != Row::Replicas || self.replicated)
+            .filter(|p| match p.row {
+                Row::Replicas => self.rows.replicas,
+                Row::Standbys => self.rows.standbys,
+                _ => true,
+            })
             .map(|p| panel(p, &h, ring, &points, rate_window.as_secs_f64()))
             .collect();
         data
@@ -228,6 +242,8 @@ pub struct Data {
     pub metrics: bool,
     /// Whether the replicas' cache-coherence row applies.
     pub replicated: bool,
+    /// Whether the standbys' row applies.
+    pub standbys: bool,
     pub started_ms: u64,
     /// The newest sample's time.
     pub now_ms: u64,

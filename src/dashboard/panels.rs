@@ -50,6 +50,10 @@ pub const FAMILIES: &[(&str, &[&str])] = &[
         c::DB_OPERATION_ERRORS.name,
         &["db_operation_name", "error_type"],
     ),
+    (c::DB_READS.name, &["pool"]),
+    (c::DB_REPLICA_LAG.name, &["pool"]),
+    (c::DB_REPLICA_STATE.name, &["state"]),
+    (c::DB_REPLICA_FALLBACKS.name, &["reason"]),
     (PROCESS_CPU, &[]),
     (PROCESS_RSS, &[]),
     (PROCESS_FDS, &[]),
@@ -277,6 +281,9 @@ pub enum Row {
     /// Shown only when replicas share the database.
     #[serde(rename = "Replicas: cache coherence")]
     Replicas,
+    /// Shown only with `--database-read-url`.
+    #[serde(rename = "Standbys: reads off the primary")]
+    Standbys,
 }
 
 /// One chart.
@@ -543,6 +550,36 @@ pub const PANELS: &[Panel] = &[
                 Expr::Increase(sel(c::CACHE_LISTENER_RECONNECTS.name)),
             ),
         ],
+    },
+    Panel {
+        row: Row::Standbys,
+        title: "Standby replay lag",
+        unit: Unit::Seconds,
+        series: &[s("{}", Expr::Latest(sel(c::DB_REPLICA_LAG.name).by(POOL)))],
+    },
+    Panel {
+        row: Row::Standbys,
+        title: "Reads by pool",
+        unit: Unit::PerSecond,
+        series: &[s("{}", Expr::Rate(sel(c::DB_READS.name).by(POOL)))],
+    },
+    Panel {
+        row: Row::Standbys,
+        title: "Standbys by state (breaker)",
+        unit: Unit::Count,
+        series: &[s(
+            "{}",
+            Expr::Latest(sel(c::DB_REPLICA_STATE.name).by(&["state"])),
+        )],
+    },
+    Panel {
+        row: Row::Standbys,
+        title: "Reads retried on the primary",
+        unit: Unit::PerSecond,
+        series: &[s(
+            "{}",
+            Expr::Rate(sel(c::DB_REPLICA_FALLBACKS.name).by(&["reason"])),
+        )],
     },
 ];
 

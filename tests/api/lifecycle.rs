@@ -62,3 +62,26 @@ async fn postgres_down_gives_503_not_500() {
     let _ = admin.close().await;
     app.stop().await;
 }
+
+/// Standbys need a PostgreSQL primary: with SQLite the service refuses to start, and says why.
+#[test]
+fn read_urls_without_postgres_refuse_to_start() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_data-api"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--database-url",
+            "sqlite::memory:",
+            "--database-read-url",
+            "postgres://postgres@127.0.0.1:1/postgres",
+        ])
+        .output()
+        .expect("running data-api");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("--database-read-url needs PostgreSQL as the primary"),
+        "{said}"
+    );
+}

@@ -1,6 +1,7 @@
 //! A throwaway PostgreSQL cluster for fault tests: `initdb` under a temp dir, on a free port,
-//! started and stopped at will, so the shared server is never touched. As root (CI) the server
-//! runs as the `postgres` user, since initdb refuses root.
+//! started and stopped at will, so the shared server is never touched; or a streaming standby
+//! of one (`pg_basebackup -R -X stream`). As root (CI) the server runs as the `postgres` user,
+//! since initdb refuses root.
 
 use std::{
     path::{Path, PathBuf},
@@ -12,11 +13,60 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     port: u16,
     as_postgres: bool,
+    /// Extra `-c name=value` settings for the server.
+    settings: String,
 }
 
 impl Cluster {
     /// Creates the cluster (not started), or says why it cannot be done here.
     pub fn create() -> Result<Self, String> {
+        let cluster = Self::empty()?;
+        let data = cluster.data();
+        cluster.tool(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        )?;
+        Ok(cluster)
+    }
+
+    /// A streaming hot standby of `primary` (which must be running), not started; `settings`
+    /// are extra `-c` options for it.
+    pub fn standby_of(primary: &Cluster, settings: &str) -> Result<Self, String> {
+        let mut standby = Self::empty()?;
+        standby.settings = settings.to_owned();
+        let port = primary.port.to_string();
+        let data = standby.data();
+        standby.tool(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                &data,
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+            ],
+        )?;
+        Ok(standby)
+    }
+
+    /// A temp dir and a free port, owned by the user the server runs as.
+    fn empty() -> Result<Self, String> {
         let bin = server_bin_dir().ok_or("no PostgreSQL server binaries (initdb) found")?;
         let as_postgres = is_root();
         if as_postgres && !Path::new("/usr/sbin/runuser").exists() {
@@ -35,35 +85,23 @@ impl Cluster {
             dir,
             port,
             as_postgres,
+            settings: String::new(),
         };
         if as_postgres {
             run(Command::new("chown")
                 .args(["-R", "postgres:postgres"])
                 .arg(cluster.dir.path()))?;
         }
-        let data = cluster.data();
-        cluster.tool(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
-        )?;
         Ok(cluster)
     }
 
     /// Starts the server and waits until it accepts connections.
     pub fn start(&self) {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.settings
         );
         let log = self.dir.path().join("server.log").display().to_string();
         self.tool(

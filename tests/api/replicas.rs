@@ -7,7 +7,6 @@
 //! database stopped and started, and a replica killed right after a commit.
 
 use std::{
-    collections::HashMap,
     net::SocketAddr,
     process::{Child, Command, Stdio},
     sync::{
@@ -25,152 +24,13 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
+use crate::checker::{Log, analyse, phase, quantile, scrape, wait_metric};
 use crate::helpers::{Binary, STATE_WAIT, metric, skip, which};
 use crate::pg_cluster::Cluster;
 
 const ITEMS: usize = 20;
 const REPLICAS: usize = 3;
 const LEASE: Duration = Duration::from_secs(1);
-
-/// What the checker saw.
-#[derive(Default)]
-struct Log {
-    /// (replica, id, version, acknowledged at)
-    acks: Vec<(usize, i64, i64, Instant)>,
-    /// (replica, id, version, read started at, phase)
-    reads: Vec<(usize, i64, i64, Instant, usize)>,
-    /// The phase running now (reads are tagged with it).
-    phase: usize,
-    /// Answers other than 200 (503s while the database is down).
-    refused: usize,
-}
-
-struct Findings {
-    own_stale: usize,
-    backwards: usize,
-    /// Windows of cross-replica stale reads by phase: read start minus the ack of the first
-    /// newer version.
-    windows: HashMap<usize, Vec<Duration>>,
-    reads: usize,
-}
-
-fn analyse(log: &Log) -> Findings {
-    let mut acks_by_id: HashMap<i64, Vec<(usize, i64, Instant)>> = HashMap::new();
-    for &(r, id, v, at) in &log.acks {
-        acks_by_id.entry(id).or_default().push((r, v, at));
-    }
-    let mut f = Findings {
-        own_stale: 0,
-        backwards: 0,
-        windows: HashMap::new(),
-        reads: log.reads.len(),
-    };
-    let mut last_seen: HashMap<(usize, i64), i64> = HashMap::new();
-    let mut reads = log.reads.clone();
-    reads.sort_by_key(|r| r.3);
-    for (r, id, v, at, phase) in reads {
-        // One reader per replica reads in sequence: what it sees may never go backwards.
-        let last = last_seen.entry((r, id)).or_insert(v);
-        if v < *last {
-            f.backwards += 1;
-        }
-        *last = (*last).max(v);
-        let acked_before = acks_by_id
-            .get(&id)
-            .into_iter()
-            .flatten()
-            .filter(|a| a.2 < at);
-        let own_max = acked_before.clone().filter(|a| a.0 == r).map(|a| a.1).max();
-        if own_max.is_some_and(|m| v < m) {
-            f.own_stale += 1;
-        }
-        if let Some(first_newer) = acked_before.filter(|a| a.1 > v).map(|a| a.2).min() {
-            f.windows.entry(phase).or_default().push(at - first_newer);
-        }
-    }
-    f
-}
-
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-/// Acknowledgements through the load balancer: the replica that answered is unknown.
-const THROUGH_LB: usize = usize::MAX;
-
-/// Writes through random replicas (`targets`; a single target is the load balancer) until
-/// `stop`, logging each acknowledgement.
-async fn writer(targets: Vec<String>, ids: Vec<i64>, log: Arc<Mutex<Log>>, stop: Arc<AtomicBool>) {
-    let client = Client::new();
-    let mut n = 0usize;
-    while !stop.load(Ordering::Relaxed) {
-        n += 1;
-        let r = rand::random_range(0..targets.len());
-        let id = ids[rand::random_range(0..ids.len())];
-        let sent = client
-            .put(format!("{}/data/{id}", targets[r]))
-            .json(&json!({"name": format!("w{n}")}))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await;
-        let ok = match sent {
-            Ok(resp) if resp.status() == 200 => resp.json::<Value>().await.ok(),
-            _ => None,
-        };
-        {
-            let mut log = log.lock().expect("log");
-            match ok.and_then(|b| b["version"].as_i64()) {
-                Some(v) => {
-                    let replica = if targets.len() == 1 { THROUGH_LB } else { r };
-                    log.acks.push((replica, id, v, Instant::now()));
-                }
-                None => log.refused += 1,
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(3)).await;
-    }
-}
-
-/// Reads every item through replica `r` in turn until `stop`.
-async fn reader(
-    r: usize,
-    base: String,
-    ids: Vec<i64>,
-    log: Arc<Mutex<Log>>,
-    stop: Arc<AtomicBool>,
-) {
-    let client = Client::new();
-    let mut k = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let id = ids[k % ids.len()];
-        k += 1;
-        let started = Instant::now();
-        let resp = client
-            .get(format!("{base}/data/{id}"))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await;
-        let version = match resp {
-            Ok(resp) if resp.status() == 200 => resp
-                .json::<Value>()
-                .await
-                .ok()
-                .and_then(|b| b["version"].as_i64()),
-            _ => None,
-        };
-        let mut log = log.lock().expect("log");
-        match version {
-            Some(v) => {
-                let phase = log.phase;
-                log.reads.push((r, id, v, started, phase));
-            }
-            None => log.refused += 1,
-        }
-    }
-}
 
 /// A TCP proxy to `upstream` that can silently stop forwarding (connections stay open, bytes
 /// are dropped), as a dead network path looks to both ends.
@@ -275,64 +135,6 @@ impl Drop for Nginx {
 async fn get_json(client: &Client, url: &str) -> Value {
     let resp = client.get(url).send().await.expect("read");
     resp.json().await.expect("json body")
-}
-
-async fn scrape(bin: &Binary) -> String {
-    match reqwest::get(bin.url("/metrics")).await {
-        Ok(resp) => resp.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    }
-}
-
-/// Polls replica `bin` until its `name` satisfies `ok`.
-async fn wait_metric(bin: &Binary, name: &str, ok: impl Fn(f64) -> bool) {
-    let started = Instant::now();
-    loop {
-        if ok(metric(&scrape(bin).await, name, &[])) {
-            return;
-        }
-        assert!(
-            started.elapsed() < STATE_WAIT,
-            "{name} on {} not reached",
-            bin.addr
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Runs writers and readers for `phase`, calling `during` once they run.
-async fn phase<F: Future<Output = ()>>(
-    name: &str,
-    write_to: Vec<String>,
-    read_from: &[String],
-    ids: &[i64],
-    log: &Arc<Mutex<Log>>,
-    during: F,
-) {
-    log.lock().expect("log").phase += 1;
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = vec![tokio::spawn(writer(
-        write_to,
-        ids.to_vec(),
-        log.clone(),
-        stop.clone(),
-    ))];
-    for (r, base) in read_from.iter().enumerate() {
-        // Readers are numbered as the replicas they read from.
-        tasks.push(tokio::spawn(reader(
-            r,
-            base.clone(),
-            ids.to_vec(),
-            log.clone(),
-            stop.clone(),
-        )));
-    }
-    during.await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.expect("checker task");
-    }
-    eprintln!("replicas: phase {name} done");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,7 +246,7 @@ async fn replicas_stay_coherent_through_faults() {
     )
     .await;
     for r in &replicas {
-        wait_metric(r, "cache_lease_held", |v| v == 1.0).await;
+        wait_metric(r, "cache_lease_held", &[], |v| v == 1.0).await;
         assert!(
             metric(&scrape(r).await, "cache_listener_reconnects_total", &[]) >= 1.0,
             "replica {} reconnected its listener",
@@ -455,10 +257,10 @@ async fn replicas_stay_coherent_through_faults() {
     // 3. Replica 0's listener connection goes silent: its lease must trip.
     let blackhole = async {
         forwarding.store(false, Ordering::Relaxed);
-        wait_metric(&replicas[0], "cache_lease_held", |v| v == 0.0).await;
+        wait_metric(&replicas[0], "cache_lease_held", &[], |v| v == 0.0).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         forwarding.store(true, Ordering::Relaxed);
-        wait_metric(&replicas[0], "cache_lease_held", |v| v == 1.0).await;
+        wait_metric(&replicas[0], "cache_lease_held", &[], |v| v == 1.0).await;
     };
     phase(
         "silent listener",
@@ -489,7 +291,7 @@ async fn replicas_stay_coherent_through_faults() {
             .await
             .expect("task");
         for r in &replicas {
-            wait_metric(r, "cache_lease_held", |v| v == 1.0).await;
+            wait_metric(r, "cache_lease_held", &[], |v| v == 1.0).await;
         }
     };
     let refused_before = log.lock().expect("log").refused;
