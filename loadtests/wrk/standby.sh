@@ -5,8 +5,8 @@
 # standby) and B without, measured in alternating rounds:
 #   fills: GET /data/{id}, ids uniform over 100k, a 1,000-item cache (almost every read a fill)
 #   lists: GET /data?limit=50&after=<random>
-# Then, per server and workload, the primary's transactions per request (pg_stat_database), i.e.
-# how much of the read load left the primary. Both databases share this machine's cores.
+# Then, per server and workload, the primary's CPU per request (its processes' /proc counters),
+# i.e. how much of the read load left the primary. Both databases share this machine's cores.
 # Usage: loadtests/wrk/standby.sh [rounds=4] [duration=8s] [connections=32]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,7 +35,7 @@ start_pg primary "$pport"
 primary="postgres://postgres@127.0.0.1:$pport/postgres"
 standby="postgres://postgres@127.0.0.1:$sport/postgres"
 $bin seed --database-url "$primary" --items "$items" --batch 4000 --quiet >/dev/null
-as_pg "$pg/pg_basebackup" -h 127.0.0.1 -p "$pport" -U postgres -D "$work/standby" -R -X stream --no-sync
+as_pg "$pg/pg_basebackup" -h 127.0.0.1 -p "$pport" -U postgres -D "$work/standby" -R -X stream --checkpoint=fast --no-sync
 start_pg standby "$sport"
 until [[ $(psql "$standby" -Atc "select count(*) from data_items") == "$items" ]]; do sleep 0.2; done
 
@@ -46,20 +46,39 @@ RUST_LOG=warn $bin "${common[@]}" --bind "127.0.0.1:$b" & pids+=($!)
 ready "$a" health/ready; ready "$b" health/ready
 until curl -s "http://127.0.0.1:$a/metrics" | grep -q 'db_replica_state{pool="standby-0",state="serving"} 1'; do sleep 0.2; done
 
-commits() { psql "$primary" -Atc "select sum(xact_commit) from pg_stat_database"; }
-primary_share() { # port script: the primary's transactions per request over one run
+# CPU seconds the primary's processes have used: the postmaster (with the children it reaped)
+# and its live children.
+primary_cpu() {
+  python3 - "$(head -1 "$work/primary/postmaster.pid")" <<'PY'
+import os, sys
+pm, total = sys.argv[1], 0
+def stat(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+total += sum(int(x) for x in stat(pm)[11:15])  # utime stime cutime cstime
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        s = stat(pid)
+    except OSError:
+        continue
+    if s[1] == pm:
+        total += int(s[11]) + int(s[12])
+print(total / os.sysconf("SC_CLK_TCK"))
+PY
+}
+primary_load() { # port script: one run, and the primary's CPU per 1,000 requests during it
   local before after out reqs
-  before=$(commits)
+  before=$(primary_cpu)
   out=$(MAX_ID=$items wrk -t2 -c"$conns" -d"$dur" -s "loadtests/wrk/$2" "http://127.0.0.1:$1" | grep RESULT)
-  after=$(commits)
+  after=$(primary_cpu)
   reqs=$(echo "$out" | sed -n 's/.*rps=\([0-9]*\).*/\1/p')
-  printf '%s, primary transactions per request %.2f\n' "${out#RESULT }" "$(echo "($after - $before) / ($reqs * ${dur%s})" | bc -l)"
+  printf '%s; primary CPU %.1f ms per 1,000 requests\n' "${out#RESULT }" "$(echo "($after - $before) * 1000000 / ($reqs * ${dur%s})" | bc -l)"
 }
 for w in "fills get_random.lua" "lists list_random.lua"; do
   set -- $w
   echo "== $1: A = reads on the standby, B = reads on the primary (wrk -t2 -c$conns, $dur rounds)"
   alternate "$a" "$b" "$2" "$items" "$rounds" "$dur" "$conns"
-  echo "   A: $(primary_share "$a" "$2")"
-  echo "   B: $(primary_share "$b" "$2")"
+  echo "   A: $(primary_load "$a" "$2")"
+  echo "   B: $(primary_load "$b" "$2")"
 done
 curl -s "http://127.0.0.1:$a/metrics" | grep -E '^db_client_reads_total|^db_replica_fallbacks_total' | grep -v ' 0$' || true

@@ -196,6 +196,16 @@ mod tests {
         assert!(c.now().serving(), "the next heartbeat restores it");
         assert_eq!(c.now().epoch(), e + 1, "in the new epoch");
 
+        // Heartbeats sent before the flush that began this epoch prove nothing about it.
+        let sent_before = c.clock_ms();
+        c.flush(Flush::Error);
+        let flushed_at = c.clock_ms();
+        assert!(!c.sent_in_epoch(c.now().epoch(), sent_before));
+        while c.clock_ms() <= flushed_at {
+            std::hint::spin_loop();
+        }
+        assert!(c.sent_in_epoch(c.now().epoch(), c.clock_ms()));
+
         let stale = Coherence::replicated(&metrics, Duration::ZERO);
         stale.heartbeat_returned(stale.clock_ms());
         assert!(
@@ -215,6 +225,7 @@ mod tests {
         assert!(!short.now().serving());
         assert!(!short.lease_overdue());
         let single = Coherence::single_instance(&metrics);
+        assert!(single.sent_in_epoch(0, 0), "epoch 0 began with no flush");
         assert!(single.now().serving());
         assert!(!single.lease_overdue());
     }

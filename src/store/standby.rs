@@ -241,10 +241,11 @@ impl Standbys {
                 states: State::ALL.map(|s| {
                     metrics.gauge(&DB_REPLICA_STATE, &[("pool", name), ("state", s.as_str())])
                 }),
+                // Not yet measured: closed, and catching up until it is.
                 breaker: Mutex::new(Breaker {
-                    open: true,
+                    open: false,
                     calm_since: None,
-                    state: State::Down,
+                    state: State::CatchingUp,
                 }),
             });
             tracing::info!(pool = name, database = %db::describe(url), "reads may go to a standby");

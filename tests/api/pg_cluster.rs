@@ -59,6 +59,8 @@ impl Cluster {
                 "-R",
                 "-X",
                 "stream",
+                // Not a spread checkpoint: that can take minutes.
+                "--checkpoint=fast",
                 "--no-sync",
             ],
         )?;

@@ -228,6 +228,14 @@ async fn standby_reads_never_answer_older_through_faults() {
             .await
             .expect("task");
         wait_state(&replicas, "down").await;
+        for base in &bases {
+            let ready = Client::new()
+                .get(format!("{base}/health/ready"))
+                .send()
+                .await;
+            let status = ready.expect("readiness answers").status();
+            assert_eq!(status, 200, "readiness follows the primary only");
+        }
         let target = listed.load(Ordering::Relaxed) + 10 * REPLICAS;
         while listed.load(Ordering::Relaxed) < target {
             tokio::time::sleep(Duration::from_millis(10)).await;
