@@ -347,6 +347,16 @@ impl ItemCache {
                     }),
                     // Not the item (a late writer must not resurrect a deleted one), only the
                     // fact that its version exists: the next fill re-reads if a standby is older.
+                    Some(Entry { slot, .. })
+                        if self.floors
+                            && !matches!(slot, Slot::Deleted)
+                            && slot.floor() < Some(item.version) =>
+                    {
+                        Op::Put(Entry {
+                            epoch,
+                            slot: Slot::Floor(item.version),
+                        })
+                    }
                     None if self.floors => Op::Put(Entry {
                         epoch,
                         slot: Slot::Floor(item.version),
