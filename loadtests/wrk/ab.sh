@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A/B of GET cache-hit throughput: two servers (binary A with $A_FLAGS, binary B with $B_FLAGS)
 # over one SQLite file, wrk against each in turn, A B A B …, so drift on the shared machine hits
-# both alike. Prints each round, the medians and the per-pair ratios (A / B).
+# both alike. Prints each round, the medians and the per-pair ratios (A / B). $SCRIPT picks
+# another wrk script (e.g. put_random.lua; misses: get_random.lua with --cache-capacity 0).
 # Usage: loadtests/wrk/ab.sh <binary A> <binary B> [rounds=6] [duration=8s] [connections=50]
 # e.g. what a change costs: build the old commit's binary elsewhere, then
 #   loadtests/wrk/ab.sh target/release/data-api /tmp/data-api-old
@@ -26,4 +27,4 @@ start() {  # start <binary> <port> <flags...>
 { a=$(free_port); start "$bin_a" "$a" ${A_FLAGS:-}; b=$(free_port); start "$bin_b" "$b" ${B_FLAGS:-}; }
 # shellcheck source=alternate.sh
 source loadtests/wrk/alternate.sh
-alternate "$a" "$b" get_random.lua 1000 "$rounds" "$dur" "$conns"
+alternate "$a" "$b" "${SCRIPT:-get_random.lua}" 1000 "$rounds" "$dur" "$conns"

@@ -40,10 +40,10 @@ pub struct ItemDoc {
 #[oai(deny_unknown_fields)]
 pub struct ItemInput {
     /// Display name, 1 to 255 characters.
-    #[oai(validator(min_length = 1, max_length = 255, pattern = r"^[^\x00]*$"))]
+    #[oai(validator(min_length = 1, max_length = 255))]
     pub name: Text,
     /// Free text, up to 10,000 characters.
-    #[oai(validator(max_length = 10000, pattern = r"^[^\x00]*$"))]
+    #[oai(validator(max_length = 10000))]
     pub description: Option<Text>,
     /// Any JSON value, up to 64 KiB serialized; no string or key in it may contain U+0000.
     pub payload: Option<Value>,
@@ -55,10 +55,10 @@ pub struct ItemInput {
 #[oai(deny_unknown_fields)]
 pub struct ItemPatch {
     /// New display name, 1 to 255 characters; cannot be null.
-    #[oai(validator(min_length = 1, max_length = 255, pattern = r"^[^\x00]*$"))]
+    #[oai(validator(min_length = 1, max_length = 255))]
     pub name: MaybeUndefined<Text>,
     /// New description (up to 10,000 characters), or `null` to clear it.
-    #[oai(validator(max_length = 10000, pattern = r"^[^\x00]*$"))]
+    #[oai(validator(max_length = 10000))]
     pub description: MaybeUndefined<Text>,
     /// New payload (up to 64 KiB serialized, no U+0000 in any string or key), or `null` to clear it.
     pub payload: MaybeUndefined<Value>,
