@@ -61,7 +61,8 @@ pub struct DbSettings {
     pub idle_timeout: Duration,
 
     /// Only ping pooled connections idle at least this long before handing them out, instead of
-    /// pinging on every acquire (the default, "pre-ping"). Env: DATA_API_DB_PING_IDLE_AFTER.
+    /// pinging on every acquire (the default on PostgreSQL, "pre-ping"; SQLite pings only when
+    /// this is set). Env: DATA_API_DB_PING_IDLE_AFTER.
     #[arg(long = "db-ping-idle-after", env = "DATA_API_DB_PING_IDLE_AFTER", value_parser = humantime::parse_duration)]
     pub ping_idle_after: Option<Duration>,
 
