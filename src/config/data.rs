@@ -21,6 +21,7 @@ pub struct DbSettings {
     /// older than what this replica knows (see docs/STANDBYS.md). Env: DATABASE_READ_URL.
     #[arg(
         long = "database-read-url",
+        value_name = "URLS",
         env = "DATABASE_READ_URL",
         value_delimiter = ',',
         hide_env_values = true
