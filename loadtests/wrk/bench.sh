@@ -8,17 +8,16 @@ backend=${1:-sqlite}; dur=${2:-15s}; conns=${3:-50}
 rows=100000; hot=1000
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 work=$(mktemp -d)
+# shellcheck source=throwaway_db.sh
+source loadtests/wrk/throwaway_db.sh
 case "$backend" in
   sqlite) url="sqlite://$work/bench.db?mode=rwc" ;;
-  postgres)
-    db="dataapi_bench_$$"
-    psql -h 127.0.0.1 -U postgres -qc "create database $db" postgres
-    url="postgres://postgres@127.0.0.1:5432/$db" ;;
+  postgres) new_db bench; url=$db_url ;;
   *) echo "usage: $0 sqlite|postgres [duration] [connections]" >&2; exit 2 ;;
 esac
 cleanup() {
   [[ -n "${pid:-}" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-  [[ "$backend" == postgres ]] && psql -h 127.0.0.1 -U postgres -qc "drop database if exists $db with (force)" postgres || true
+  drop_db
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -11,10 +11,12 @@ bin=target/release/data-api
 [[ -x $bin ]] || cargo build --release -q
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 work=$(mktemp -d)
-pid=""; db=""
+pid=""
+# shellcheck source=throwaway_db.sh
+source loadtests/wrk/throwaway_db.sh
 stop() {
-  [[ -n "$pid" ]] && { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; pid=""; }
-  [[ -n "$db" ]] && { psql -h 127.0.0.1 -U postgres -qc "drop database if exists $db with (force)" postgres; db=""; }
+  if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; pid=""; fi
+  drop_db
   rm -f "$work"/*.db*
 }
 trap 'stop; rm -rf "$work"' EXIT
@@ -23,10 +25,7 @@ for backend in ${backends//,/ }; do
   for rows in ${sizes//,/ }; do
     case "$backend" in
       sqlite) url="sqlite://$work/growth.db?mode=rwc" ;;
-      postgres)
-        db="dataapi_growth_$$"
-        psql -h 127.0.0.1 -U postgres -qc "create database $db" postgres
-        url="postgres://postgres@127.0.0.1:5432/$db" ;;
+      postgres) new_db growth; url=$db_url ;;
     esac
     $bin seed --database-url "$url" --items "$rows" --batch 4000 --quiet >/dev/null
     RUST_LOG=warn $bin --database-url "$url" --bind "127.0.0.1:$port" --cache-capacity 0 --access-log false &

@@ -19,7 +19,7 @@ bin=target/release/data-api
 work=$(mktemp -d); pid=""
 # shellcheck source=throwaway_db.sh
 source loadtests/wrk/throwaway_db.sh
-stop() { [[ -n "$pid" ]] && { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; pid=""; }; }
+stop() { if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; pid=""; fi; }
 trap 'stop; drop_db; rm -rf "$work"' EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 base="http://127.0.0.1:$port"

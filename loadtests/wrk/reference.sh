@@ -12,11 +12,13 @@ rows=${1:-hit,miss,put}; rounds=${2:-4}; dur=${3:-8s}; conns=${4:-50}; dbconns=$
 secs=${dur%s}
 cargo build --release -q --bin data-api --example bare_poem
 bin=target/release/data-api; bare=target/release/examples/bare_poem
-work=$(mktemp -d); pids=(); db=""
+work=$(mktemp -d); pids=()
+# shellcheck source=throwaway_db.sh
+source loadtests/wrk/throwaway_db.sh
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
-  [[ -n "$db" ]] && psql -h 127.0.0.1 -U postgres -qc "drop database if exists $db with (force)" postgres
+  drop_db
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -37,9 +39,7 @@ if [[ ",$rows," == *",hit,"* ]]; then
 fi
 
 if [[ ",$rows," == *",miss,"* || ",$rows," == *",put,"* ]]; then
-  db="dataapi_ref_$$"
-  psql -h 127.0.0.1 -U postgres -qc "create database $db" postgres
-  url="postgres://postgres@127.0.0.1:5432/$db"
+  new_db ref; url=$db_url
   $bin seed --database-url "$url" --items 100000 --batch 4000 --quiet >/dev/null
   printf '\\set id random(1, 100000)\nSELECT * FROM data_items WHERE id = :id;\n' > "$work/select.sql"
   printf '\\set id random(1, 100000)\nUPDATE data_items SET name = '"'"'pgbench'"'"', version = version + 1, updated_at = now() WHERE id = :id;\n' > "$work/update.sql"
