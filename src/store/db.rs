@@ -139,22 +139,18 @@ pub async fn connect(settings: &DbSettings) -> anyhow::Result<Db> {
     if url.starts_with("sqlite:") {
         return connect_sqlite(url, settings).await;
     }
-    let max = settings.max_connections.unwrap_or(PG_MAX).max(1);
-    let min = settings.min_connections.unwrap_or(PG_MIN).min(max);
     // Lazy, then one ping: sqlx's eager connect opens all `min` connections one after another
     // within a single acquire timeout, which 20 connections do not fit in.
-    let mut opts = options(url, settings, max, min);
-    opts.connect_lazy(true);
-    let pool = Database::connect(opts)
+    let (pool, size) = connect_lazy(url, settings)
         .await
         .context("connecting to the database")?;
     pool.ping().await.context("connecting to the database")?;
-    warm_up(&pool, min);
-    Ok(Db::one(pool, PoolSize { max, min }))
+    warm_up(&pool, size.min);
+    Ok(Db::one(pool, size))
 }
 
-/// A PostgreSQL pool sized as the primary's that connects on first use (a standby may be down
-/// when the service starts).
+/// A PostgreSQL pool of the configured size that connects on first use (a standby may be down
+/// when the service starts): this only parses the URL and builds the pool.
 pub async fn connect_lazy(
     url: &str,
     settings: &DbSettings,
@@ -163,7 +159,6 @@ pub async fn connect_lazy(
     let min = settings.min_connections.unwrap_or(PG_MIN).min(max);
     let mut opts = options(url, settings, max, min);
     opts.connect_lazy(true);
-    // Lazy: this only parses the URL and builds the pool.
     let pool = Database::connect(opts)
         .await
         .with_context(|| format!("opening a pool for {}", describe(url)))?;

@@ -218,3 +218,22 @@ pub async fn phase<F: Future<Output = ()>>(
     }
     eprintln!("replicas: phase {name} done");
 }
+
+/// Prints each phase's cross-replica stale reads (phase 1 is `phases[0]`, as `phase` numbers
+/// them) under `test`, and returns the longest window of any.
+pub fn longest_window(test: &str, f: &Findings, phases: &[&str]) -> Duration {
+    let mut max = Duration::ZERO;
+    for (i, name) in phases.iter().enumerate() {
+        let mut w = f.windows.get(&(i + 1)).cloned().unwrap_or_default();
+        w.sort();
+        let longest = w.last().copied().unwrap_or_default();
+        eprintln!(
+            "{test}: {name}: cross-replica stale reads {} (window p50 {:?}, p99 {:?}, max {longest:?})",
+            w.len(),
+            quantile(&w, 0.5),
+            quantile(&w, 0.99),
+        );
+        max = max.max(longest);
+    }
+    max
+}

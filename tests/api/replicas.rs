@@ -24,7 +24,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::checker::{Log, analyse, phase, quantile, scrape, wait_metric};
+use crate::checker::{Log, analyse, longest_window, phase, scrape, wait_metric};
 use crate::helpers::{Binary, STATE_WAIT, metric, skip, which};
 use crate::pg_cluster::Cluster;
 
@@ -356,26 +356,17 @@ async fn replicas_stay_coherent_through_faults() {
         f.own_stale,
         f.backwards
     );
-    let names = [
-        "",
-        "through nginx",
-        "listeners terminated",
-        "silent listener",
-        "database restart",
-    ];
-    let mut max = Duration::ZERO;
-    for (phase, name) in names.iter().enumerate().skip(1) {
-        let mut w = f.windows.get(&phase).cloned().unwrap_or_default();
-        w.sort();
-        eprintln!(
+    let max = longest_window(
+        "replicas",
+        &f,
+        &[
+            "through nginx",
+            "listeners terminated",
+            "silent listener",
+            "database restart",
             "replicas: {name}: cross-replica stale reads {} (window p50 {:?}, p99 {:?}, max {:?})",
-            w.len(),
-            quantile(&w, 0.5),
-            quantile(&w, 0.99),
-            w.last().copied().unwrap_or_default()
-        );
-        max = max.max(w.last().copied().unwrap_or_default());
-    }
+        ],
+    );
     assert!(f.reads > 500, "the checker read enough: {}", f.reads);
     assert_eq!(
         f.own_stale, 0,

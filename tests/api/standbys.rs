@@ -18,7 +18,7 @@ use reqwest::Client;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 
-use crate::checker::{Log, analyse, phase, quantile, scrape, wait_metric};
+use crate::checker::{Log, analyse, longest_window, phase, scrape, wait_metric};
 use crate::helpers::{Binary, STATE_WAIT, metric, skip};
 use crate::pg_cluster::Cluster;
 
@@ -323,26 +323,17 @@ async fn standby_reads_never_answer_older_through_faults() {
         "standbys: {} reads, {} acks, {} refused; own-replica stale {}, backwards {}",
         f.reads, acks, refused, f.own_stale, f.backwards
     );
-    let names = [
-        "",
-        "steady",
-        "replay paused",
-        "standby restart",
-        "recovery conflict",
-    ];
-    let mut max = Duration::ZERO;
-    for (phase, name) in names.iter().enumerate().skip(1) {
-        let mut w = f.windows.get(&phase).cloned().unwrap_or_default();
-        w.sort();
-        eprintln!(
+    let max = longest_window(
+        "standbys",
+        &f,
+        &[
+            "steady",
+            "replay paused",
+            "standby restart",
+            "recovery conflict",
             "standbys: {name}: cross-replica stale reads {} (window p50 {:?}, p99 {:?}, max {:?})",
-            w.len(),
-            quantile(&w, 0.5),
-            quantile(&w, 0.99),
-            w.last().copied().unwrap_or_default()
-        );
-        max = max.max(w.last().copied().unwrap_or_default());
-    }
+        ],
+    );
     assert!(f.reads > 500, "the checker read enough: {}", f.reads);
     assert_eq!(
         f.own_stale, 0,
