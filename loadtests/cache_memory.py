@@ -48,8 +48,12 @@ def run(items, size, cache):
         body = json.dumps({"name": "m", "payload": {"blob": "x" * size}})
         ids = []
         for _ in range(items):
-            conn.request("POST", "/data", body, {"content-type": "application/json"})
-            r = conn.getresponse(); r.read(); assert r.status == 201, r.status
+            for _attempt in range(10):  # a 503 (the writer busy past its wait) asks for a retry
+                conn.request("POST", "/data", body, {"content-type": "application/json"})
+                r = conn.getresponse(); r.read()
+                if r.status != 503: break
+                time.sleep(float(r.getheader("retry-after") or 1))
+            assert r.status == 201, r.status
             ids.append(int(r.getheader("location").rsplit("/", 1)[1]))
         time.sleep(2)  # let the allocator settle after the writes
         before = rss_kib(server.pid)

@@ -21,6 +21,7 @@ use crate::error::{AppError, Problem};
 use crate::store::{Store, WriteOutcome, cache::CachedItem};
 
 /// The `/data` resource.
+#[derive(Clone)]
 pub struct DataApi {
     pub store: Store,
     pub cache_control: String,
@@ -140,20 +141,7 @@ impl DataApi {
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
     ) -> Result<GetResponse, AppError> {
-        let Some(item) = self.store.get(id.0).await? else {
-            return Ok(GetResponse::NotFound(not_found(id.0)));
-        };
-        if conditional::none_match(if_none_match.0.as_deref(), &item.etag) {
-            return Ok(GetResponse::NotModified(
-                item.etag.clone(),
-                self.cache_control.clone(),
-            ));
-        }
-        Ok(GetResponse::Ok(
-            Binary(item.body.clone()),
-            item.etag.clone(),
-            self.cache_control.clone(),
-        ))
+        self.get_item(id.0, if_none_match.0.as_deref()).await
     }
 
     /// Replace an item
@@ -270,6 +258,32 @@ fn write_response(id: i64, outcome: WriteOutcome<Arc<CachedItem>>) -> WriteRespo
         WriteOutcome::Done(item) => WriteResponse::Ok(Binary(item.body.clone()), item.etag.clone()),
         WriteOutcome::NotFound => WriteResponse::NotFound(not_found(id)),
         WriteOutcome::Conflict => WriteResponse::PreconditionFailed(precondition_failed(id)),
+    }
+}
+
+impl DataApi {
+    /// `GET /data/{id}` once its parameters are parsed: the item, 304 if `If-None-Match` holds
+    /// its ETag, or 404. The operation above and the direct lane for reads
+    /// (`route::Dispatch`) both answer through this, so the two cannot differ.
+    pub async fn get_item(
+        &self,
+        id: i64,
+        if_none_match: Option<&str>,
+    ) -> Result<GetResponse, AppError> {
+        let Some(item) = self.store.get(id).await? else {
+            return Ok(GetResponse::NotFound(not_found(id)));
+        };
+        if conditional::none_match(if_none_match, &item.etag) {
+            return Ok(GetResponse::NotModified(
+                item.etag.clone(),
+                self.cache_control.clone(),
+            ));
+        }
+        Ok(GetResponse::Ok(
+            Binary(item.body.clone()),
+            item.etag.clone(),
+            self.cache_control.clone(),
+        ))
     }
 }
 

@@ -67,18 +67,13 @@ pub enum ApiTags {
     Health,
 }
 
-/// The OpenAPI service; also used to render the spec for the snapshot test.
+/// The OpenAPI service over `data` (the `/data` resource) and the probes.
 pub fn openapi(
+    data: data::DataApi,
     store: Store,
     settings: &Settings,
     shutting_down: Arc<AtomicBool>,
-    keys: auth::ApiKeys,
 ) -> OpenApiService<(data::DataApi, health::HealthApi), ()> {
-    let data = data::DataApi {
-        store: store.clone(),
-        cache_control: settings.http.cache_control.clone(),
-        keys,
-    };
     let health = health::HealthApi {
         store,
         shutting_down,
@@ -103,7 +98,12 @@ pub fn routes(
     keys: auth::ApiKeys,
     dashboard: Arc<Dashboard>,
 ) -> anyhow::Result<impl Endpoint + use<>> {
-    let api = openapi(store, settings, shutting_down, keys);
+    let data = data::DataApi {
+        store: store.clone(),
+        cache_control: settings.http.cache_control.clone(),
+        keys,
+    };
+    let api = openapi(data.clone(), store, settings, shutting_down);
     let raw = api.spec();
     let document = spec::document(&raw);
     let docs = spec::docs_endpoint(&api.swagger_ui_html(), &raw, &document)?;
@@ -130,6 +130,7 @@ pub fn routes(
             route::Dispatch {
                 api: api.into_endpoint(),
                 rest: route,
+                items: data,
             },
             &metrics,
         )

@@ -14,6 +14,7 @@ crate::on_both_backends!(
     if_match_guards_writes,
     delete_then_get_is_404,
     writes_answer_what_reads_return,
+    reads_answer_alike_by_either_lane,
 );
 
 async fn create_answers_201_with_location_etag_and_item(app: &TestApp) {
@@ -259,4 +260,52 @@ async fn writes_answer_what_reads_return(app: &TestApp) {
         .map_or(0, |f| f.trim_end_matches('Z').len());
     assert!(frac <= 6, "microsecond precision at most: {ts}");
     uncached.stop_shared().await;
+}
+
+/// `GET /data/{id}` with a plain decimal id takes a direct lane (`route::Dispatch`); any other
+/// spelling of the same id (`+7`) takes the OpenAPI operation. Both must answer the same:
+/// status, headers and body, for a hit, a 304, a 404 and a deleted item.
+async fn reads_answer_alike_by_either_lane(app: &TestApp) {
+    let item = app
+        .create(json!({"name": "lanes", "payload": {"k": 1}}))
+        .await;
+    let gone = app.create(json!({"name": "gone"})).await;
+    let resp = app
+        .request(Method::DELETE, &format!("/data/{}", gone["id"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let answer = |path: String, if_none_match: Option<&'static str>| async move {
+        let mut req = app.request(Method::GET, &path);
+        if let Some(tag) = if_none_match {
+            req = req.header("if-none-match", tag);
+        }
+        let resp = req.send().await.expect("request sent");
+        let head: Vec<(String, String)> =
+            ["content-type", "etag", "cache-control", "content-length"]
+                .iter()
+                .map(|h| {
+                    (
+                        h.to_string(),
+                        resp.headers()
+                            .get(*h)
+                            .map(|v| v.to_str().unwrap().to_owned())
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect();
+        (resp.status().as_u16(), head, resp.text().await.unwrap())
+    };
+    for (id, tag, status) in [
+        (item["id"].clone(), None, 200),
+        (item["id"].clone(), Some("\"1\""), 304),
+        (gone["id"].clone(), None, 404),
+        (json!(987_654_321), None, 404),
+    ] {
+        let direct = answer(format!("/data/{id}"), tag).await;
+        let operation = answer(format!("/data/+{id}"), tag).await;
+        assert_eq!(direct.0, status, "{id} {tag:?}: {direct:?}");
+        assert_eq!(direct, operation, "{id} {tag:?}: the two lanes differ");
+    }
 }
