@@ -217,11 +217,9 @@ async fn connect_sqlite(url: &str, settings: &DbSettings) -> anyhow::Result<Db> 
 fn sqlite_options(url: &str, settings: &DbSettings, size: PoolSize) -> ConnectOptions {
     let busy = settings.acquire_timeout;
     let mut opts = options(url, settings, size.max, size.min);
-    // A connection to a local file has nothing to lose between uses: no pre-ping unless
-    // `--db-ping-idle-after` asks for one (it cost ~40 us of each write's hold on the writer).
-    if settings.ping_idle_after.is_none() {
-        opts.test_before_acquire(false);
-    }
+    // A connection to a local file has nothing to lose between uses: no pre-ping (it cost
+    // ~40 us of each write's hold on the writer). sea-orm's SQLite driver has no idle threshold.
+    opts.test_before_acquire(false);
     opts.map_sqlx_sqlite_opts(move |o| {
         o.journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -240,10 +238,7 @@ fn options(url: &str, settings: &DbSettings, max: u32, min: u32) -> ConnectOptio
         .max_lifetime(settings.max_lifetime)
         .idle_timeout(settings.idle_timeout)
         .sqlx_logging(settings.log_statements);
-    match settings.ping_idle_after {
-        Some(idle) => opts.test_before_acquire_if_idle_for(idle),
-        None => opts.test_before_acquire(true),
-    };
+    opts.test_before_acquire_if_idle_for(settings.ping_idle_after);
     opts
 }
 
