@@ -1,11 +1,22 @@
-//! The yardstick for a cache hit (`loadtests/wrk/reference.sh`): a bare poem server answering
-//! `GET /data/:id` with fixed bytes and the headers a data-api hit carries (`content-type`,
-//! `etag`, `cache-control`), and nothing else: no middleware, metrics, tracing, cache or database.
-//! What data-api does beyond this is the cost of being a real, observable service.
-//! Usage: `bare_poem <address> <body file>` (the body of a real hit, e.g. from curl).
+//! The yardsticks of `loadtests/wrk/reference.sh`, with nothing of data-api in them: no
+//! middleware, metrics, tracing, cache or ORM.
+//! - `bare_poem <address> <body file>`: a bare poem handler answering `GET /data/:id` with fixed
+//!   bytes and the headers a data-api hit carries (`content-type`, `etag`, `cache-control`): the
+//!   yardstick for a cache hit (the body of a real hit, e.g. from curl).
+//! - `bare_poem <address> --postgres <url> <connections>`: the same route answered by one
+//!   prepared `SELECT` by primary key through a plain sqlx pool (no pre-ping) and the row written
+//!   as JSON: what an HTTP service doing one query per request can reach on this machine, the
+//!   yardstick between a cache-off miss and pgbench, which has no HTTP hop at all.
 
 use bytes::Bytes;
-use poem::{EndpointExt, Response, Route, Server, get, handler, listener::TcpListener, web::Data};
+use chrono::{DateTime, Utc};
+use poem::{
+    EndpointExt, Response, Route, Server, get, handler,
+    http::StatusCode,
+    listener::TcpListener,
+    web::{Data, Path},
+};
+use sea_orm::sqlx::{self, PgPool, Row, postgres::PgPoolOptions};
 
 #[handler]
 fn item(body: Data<&Bytes>) -> Response {
@@ -16,15 +27,63 @@ fn item(body: Data<&Bytes>) -> Response {
         .body(body.0.clone())
 }
 
+#[handler]
+async fn pg_item(Path(id): Path<i64>, pool: Data<&PgPool>) -> Response {
+    let row = sqlx::query(
+        "SELECT id, name, description, payload, version, created_at, updated_at \
+         FROM data_items WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool.0)
+    .await;
+    let row = match row {
+        Ok(Some(row)) => row,
+        Ok(None) => return StatusCode::NOT_FOUND.into(),
+        Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into(),
+    };
+    let version: i64 = row.get("version");
+    let body = serde_json::json!({
+        "id": row.get::<i64, _>("id"),
+        "name": row.get::<String, _>("name"),
+        "description": row.get::<Option<String>, _>("description"),
+        "payload": row.get::<Option<serde_json::Value>, _>("payload"),
+        "version": version,
+        "created_at": row.get::<DateTime<Utc>, _>("created_at"),
+        "updated_at": row.get::<DateTime<Utc>, _>("updated_at"),
+    });
+    Response::builder()
+        .content_type("application/json; charset=utf-8")
+        .header("etag", format!("\"{version}\""))
+        .header("cache-control", "no-cache")
+        .body(serde_json::to_vec(&body).unwrap_or_default())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:8001".to_owned());
-    let body = match args.next() {
-        Some(path) => Bytes::from(std::fs::read(path)?),
-        None => Bytes::from_static(br#"{"id":1,"name":"item 1","version":1}"#),
-    };
-    let app = Route::new().at("/data/:id", get(item)).data(body);
-    Server::new(TcpListener::bind(addr)).run(app).await?;
+    let listener = TcpListener::bind(addr);
+    match args.next().as_deref() {
+        Some("--postgres") => {
+            let url = args.next().unwrap_or_default();
+            let connections = args.next().and_then(|n| n.parse().ok()).unwrap_or(32);
+            let pool = PgPoolOptions::new()
+                .max_connections(connections)
+                .min_connections(connections)
+                .test_before_acquire(false)
+                .connect(&url)
+                .await?;
+            let app = Route::new().at("/data/:id", get(pg_item)).data(pool);
+            Server::new(listener).run(app).await?;
+        }
+        path => {
+            let body = match path {
+                Some(path) => Bytes::from(std::fs::read(path)?),
+                None => Bytes::from_static(br#"{"id":1,"name":"item 1","version":1}"#),
+            };
+            let app = Route::new().at("/data/:id", get(item)).data(body);
+            Server::new(listener).run(app).await?;
+        }
+    }
     Ok(())
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # data-api against what the machine can do without it, side by side in alternating rounds:
 #   hit:  GET /data/{id} from the cache (SQLite)  vs  examples/bare_poem answering the same bytes
-#   miss: GET /data/{id}, cache off, PostgreSQL    vs  pgbench, the same SELECT by primary key (prepared)
+#   miss: GET /data/{id}, cache off, PostgreSQL    vs  pgbench, the same SELECT by primary key (prepared),
+#         and vs examples/bare_poem --postgres (one prepared SELECT per request through a plain sqlx
+#         pool, the row as JSON: an HTTP service with nothing else in it)
 #   put:  PUT /data/{id}, PostgreSQL               vs  pgbench, one UPDATE by primary key per transaction
 # on the same 100k-row data_items table, the same number of database connections, and the same
 # durability (synchronous_commit as the server has it). Prints each round and the ratios.
@@ -47,7 +49,14 @@ if [[ ",$rows," == *",miss,"* || ",$rows," == *",put,"* ]]; then
     sed -n 's/^tps = \([0-9.]*\).*/\1/p' | cut -d. -f1; }
   api() { MAX_ID=100000 wrk -t2 -c"$conns" -d"$dur" -s "loadtests/wrk/$1" "http://127.0.0.1:$2" |
     sed -n 's/^RESULT rps=\([0-9]*\).*non2xx=0 .*/\1/p'; }
-  side_by_side() {  # side_by_side <label> <cache capacity> <wrk script> <pgbench script>
+  bare_pg() {  # one wrk run against a fresh bare_poem --postgres (its pool lives only for the run)
+    local port; port=$(free_port)
+    $bare "127.0.0.1:$port" --postgres "$url" "$dbconns" & local pid=$!
+    ready "$port" data/1
+    api "$1" "$port"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+  }
+  side_by_side() {  # side_by_side <label> <cache capacity> <wrk script> <pgbench script> [bare sqlx too]
     local port; port=$(free_port)
     RUST_LOG=warn $bin --database-url "$url" --bind "127.0.0.1:$port" --access-log false \
       --cache-capacity "$2" --db-max-connections "$dbconns" --db-min-connections "$dbconns" & pids+=($!)
@@ -56,19 +65,26 @@ if [[ ",$rows," == *",miss,"* || ",$rows," == *",put,"* ]]; then
     api "$3" "$port" >/dev/null
     local results=()
     for r in $(seq 1 "$rounds"); do
-      local x y; x=$(api "$3" "$port"); y=$(pg "$4")
+      local x y z=0; x=$(api "$3" "$port"); y=$(pg "$4")
       [[ -n "$x" && -n "$y" ]] || { echo "a run failed (non-2xx answers or pgbench error)" >&2; exit 1; }
-      results+=("$x $y")
-      printf 'round %d: data-api %6d req/s   pgbench %6d tps   ratio %.3f\n' "$r" "$x" "$y" "$(echo "$x / $y" | bc -l)"
+      if [[ -n "${5:-}" ]]; then z=$(bare_pg "$3"); [[ -n "$z" ]] || { echo "the bare sqlx run failed" >&2; exit 1; }; fi
+      results+=("$x $y $z")
+      printf 'round %d: data-api %6d req/s   pgbench %6d tps   ratio %.3f' "$r" "$x" "$y" "$(echo "$x / $y" | bc -l)"
+      [[ -n "${5:-}" ]] && printf '   bare poem+sqlx %6d req/s   ratio %.3f' "$z" "$(echo "$x / $z" | bc -l)"
+      echo
     done
     printf '%s\n' "${results[@]}" | python3 -c '
 import statistics, sys
 rows = [tuple(map(float, l.split())) for l in sys.stdin if l.strip()]
-ratios = [x / y for x, y in rows]
+ratios = [x / y for x, y, _ in rows]
 print(f"median data-api {statistics.median(r[0] for r in rows):.0f} req/s, pgbench {statistics.median(r[1] for r in rows):.0f} tps, "
-      f"median per-pair ratio {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")'
+      f"median per-pair ratio {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
+if rows[0][2]:
+    bare = [x / z for x, _, z in rows]
+    print(f"  vs bare poem+sqlx {statistics.median(r[2] for r in rows):.0f} req/s: "
+          f"median per-pair ratio {statistics.median(bare):.3f} (min {min(bare):.3f}, max {max(bare):.3f})")'
     kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
   }
-  [[ ",$rows," == *",miss,"* ]] && side_by_side "miss" 0 get_random.lua select.sql
+  [[ ",$rows," == *",miss,"* ]] && side_by_side "miss" 0 get_random.lua select.sql bare
   [[ ",$rows," == *",put,"* ]] && side_by_side "put" 1000 put_random.lua update.sql
 fi
