@@ -97,10 +97,15 @@ async fn bare(n: u64) -> anyhow::Result<()> {
     let ep = poem::Route::new().at(
         "/data/:id",
         poem::get(poem::endpoint::make_sync(move |_| {
+            // As examples/bare_poem: header names and values are constants.
+            use poem::http::{HeaderValue, header};
             poem::Response::builder()
-                .content_type("application/json; charset=utf-8")
-                .header("etag", "\"1\"")
-                .header("cache-control", "no-cache")
+                .header(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json; charset=utf-8"),
+                )
+                .header(header::ETAG, HeaderValue::from_static("\"1\""))
+                .header(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))
                 .body(body.clone())
         })),
     );

@@ -5,6 +5,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use poem::{
+    IntoResponse, Response,
+    http::{HeaderValue, StatusCode, header},
+};
 use poem_openapi::{
     ApiResponse, OpenApi,
     param::{Header, Path, Query},
@@ -24,7 +28,8 @@ use crate::store::{Store, WriteOutcome, cache::CachedItem};
 #[derive(Clone)]
 pub struct DataApi {
     pub store: Store,
-    pub cache_control: String,
+    /// `Cache-Control` for item reads.
+    pub cache_control: HeaderValue,
     pub keys: ApiKeys,
 }
 
@@ -124,7 +129,7 @@ impl DataApi {
         Ok(CreateResponse::Created(
             Binary(item.body.clone()),
             location,
-            item.etag.clone(),
+            item.etag_str().to_owned(),
         ))
     }
 
@@ -141,7 +146,8 @@ impl DataApi {
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
     ) -> Result<GetResponse, AppError> {
-        self.get_item(id.0, if_none_match.0.as_deref()).await
+        let read = self.read_item(id.0, if_none_match.0.as_deref()).await?;
+        Ok(self.get_response(read))
     }
 
     /// Replace an item
@@ -255,36 +261,82 @@ struct Page {
 
 fn write_response(id: i64, outcome: WriteOutcome<Arc<CachedItem>>) -> WriteResponse {
     match outcome {
-        WriteOutcome::Done(item) => WriteResponse::Ok(Binary(item.body.clone()), item.etag.clone()),
+        WriteOutcome::Done(item) => {
+            WriteResponse::Ok(Binary(item.body.clone()), item.etag_str().to_owned())
+        }
         WriteOutcome::NotFound => WriteResponse::NotFound(not_found(id)),
         WriteOutcome::Conflict => WriteResponse::PreconditionFailed(precondition_failed(id)),
     }
 }
 
+/// What a read of one item found, before it is written as a response.
+pub enum ItemRead {
+    /// The item: 200.
+    Found(Arc<CachedItem>),
+    /// The item still matches `If-None-Match`: 304.
+    NotModified(Arc<CachedItem>),
+    /// No item has this id: 404.
+    NotFound(i64),
+}
+
 impl DataApi {
-    /// `GET /data/{id}` once its parameters are parsed: the item, 304 if `If-None-Match` holds
-    /// its ETag, or 404. The operation above and the direct lane for reads
-    /// (`route::Dispatch`) both answer through this, so the two cannot differ.
-    pub async fn get_item(
+    /// `GET /data/{id}` once its parameters are parsed. The operation above and the direct lane
+    /// for reads (`route::Dispatch`) both decide through this.
+    pub async fn read_item(
         &self,
         id: i64,
         if_none_match: Option<&str>,
-    ) -> Result<GetResponse, AppError> {
-        let Some(item) = self.store.get(id).await? else {
-            return Ok(GetResponse::NotFound(not_found(id)));
-        };
-        if conditional::none_match(if_none_match, &item.etag) {
-            return Ok(GetResponse::NotModified(
-                item.etag.clone(),
-                self.cache_control.clone(),
-            ));
-        }
-        Ok(GetResponse::Ok(
-            Binary(item.body.clone()),
-            item.etag.clone(),
-            self.cache_control.clone(),
-        ))
+    ) -> Result<ItemRead, AppError> {
+        Ok(match self.store.get(id).await? {
+            None => ItemRead::NotFound(id),
+            Some(item) if conditional::none_match(if_none_match, item.etag_str()) => {
+                ItemRead::NotModified(item)
+            }
+            Some(item) => ItemRead::Found(item),
+        })
     }
+
+    /// `read` as the operation declares it in the OpenAPI document.
+    fn get_response(&self, read: ItemRead) -> GetResponse {
+        let cache_control = || text(&self.cache_control);
+        match read {
+            ItemRead::Found(item) => GetResponse::Ok(
+                Binary(item.body.clone()),
+                item.etag_str().to_owned(),
+                cache_control(),
+            ),
+            ItemRead::NotModified(item) => {
+                GetResponse::NotModified(item.etag_str().to_owned(), cache_control())
+            }
+            ItemRead::NotFound(id) => GetResponse::NotFound(not_found(id)),
+        }
+    }
+
+    /// `read` as a response, written directly: the same status, headers and body as
+    /// `get_response` (a test compares the two lanes), with the header names and values made
+    /// once instead of per request.
+    pub fn read_response(&self, read: ItemRead) -> Response {
+        let head = |status, item: &CachedItem| {
+            let mut resp = Response::builder().status(status);
+            resp = resp.header(header::ETAG, item.etag.clone());
+            resp.header(header::CACHE_CONTROL, self.cache_control.clone())
+        };
+        match read {
+            ItemRead::Found(item) => head(StatusCode::OK, &item)
+                .header(header::CONTENT_TYPE, HeaderValue::from_static(JSON))
+                .body(item.body.clone()),
+            ItemRead::NotModified(item) => head(StatusCode::NOT_MODIFIED, &item).finish(),
+            read @ ItemRead::NotFound(_) => self.get_response(read).into_response(),
+        }
+    }
+}
+
+/// The content type of an item, as poem-openapi writes it for `Json`.
+const JSON: &str = "application/json; charset=utf-8";
+
+/// A header value as text; the values we send are visible ASCII (the configuration checks).
+fn text(value: &HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
 }
 
 fn not_found(id: i64) -> Json<Problem> {

@@ -119,7 +119,8 @@ impl ApiRoute {
 /// extensions were about a tenth of a cache hit's instructions.
 ///
 /// `GET /data/{id}` with a plain decimal id (the read every client repeats) goes straight to
-/// [`DataApi::get_item`], the function the operation itself calls, skipping poem-openapi's
+/// [`DataApi::read_item`], the function the operation itself calls, and writes the answer
+/// with [`DataApi::read_response`], skipping poem-openapi's
 /// route match, extractors and endpoint layers; anything else about it (an id that does not
 /// parse, a header that is not text) takes the operation, which answers the 400.
 pub struct Dispatch<A, R> {
@@ -136,8 +137,8 @@ impl<A: poem::Endpoint, R: poem::Endpoint> poem::Endpoint for Dispatch<A, R> {
         match ApiRoute::of(req.uri().path()) {
             ApiRoute::Item if req.method() == poem::http::Method::GET => {
                 if let Some((id, if_none_match)) = plain_get(&req) {
-                    return match self.items.get_item(id, if_none_match).await {
-                        Ok(answer) => Ok(answer.into_response()),
+                    return match self.items.read_item(id, if_none_match).await {
+                        Ok(read) => Ok(self.items.read_response(read)),
                         Err(e) => Err(e.into()),
                     };
                 }

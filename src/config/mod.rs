@@ -177,6 +177,21 @@ mod tests {
     }
 
     #[test]
+    fn header_values_are_checked_at_start() {
+        let Ok(Command::Serve(s)) = parse(&["--cache-control", "max-age=60, public"]) else {
+            panic!("a visible ASCII Cache-Control is taken");
+        };
+        assert_eq!(s.http.cache_control, "max-age=60, public");
+        assert_eq!(s.db.ping_idle_after, Duration::from_millis(500));
+        for bad in ["max-age=60\u{7f}", "caf\u{e9}", "a\tb"] {
+            assert!(
+                parse(&["--cache-control", bad]).is_err(),
+                "{bad:?} is refused"
+            );
+        }
+    }
+
+    #[test]
     fn subcommands_take_only_their_flags() {
         assert!(parse(&["seed", "--bind", "127.0.0.1:9"]).is_err());
         assert!(parse(&["migrate", "--api-keys", "k"]).is_err());

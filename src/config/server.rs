@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Args;
+use poem::http::HeaderValue;
 
 /// The listener and the process's lifecycle.
 #[derive(Debug, Clone, Args)]
@@ -73,9 +74,9 @@ pub struct LimitSettings {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "HTTP")]
 pub struct HttpSettings {
-    /// `Cache-Control` sent with `GET /data/{id}`. Env: DATA_API_CACHE_CONTROL.
-    #[arg(long, env = "DATA_API_CACHE_CONTROL", default_value = "no-cache")]
-    pub cache_control: String,
+    /// `Cache-Control` sent with `GET /data/{id}` (visible ASCII). Env: DATA_API_CACHE_CONTROL.
+    #[arg(long, env = "DATA_API_CACHE_CONTROL", default_value = "no-cache", value_parser = header_text)]
+    pub cache_control: HeaderValue,
 
     /// Compress responses (gzip, deflate, brotli, zstd) when the client's `Accept-Encoding` asks
     /// for it. Env: DATA_API_COMPRESSION.
@@ -102,4 +103,13 @@ pub struct AuthSettings {
     /// Env: DATA_API_KEY_FILE.
     #[arg(long, env = "DATA_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
+}
+
+/// A header value we send as configured: visible ASCII and spaces, so it reads back as the same
+/// text.
+fn header_text(value: &str) -> Result<HeaderValue, String> {
+    if !value.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+        return Err("must be visible ASCII".into());
+    }
+    HeaderValue::from_str(value).map_err(|e| e.to_string())
 }

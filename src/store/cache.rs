@@ -33,6 +33,7 @@ use moka::{
     future::Cache,
     ops::compute::{CompResult, Op},
 };
+use poem::http::HeaderValue;
 
 use super::{cache_metrics::CacheMetrics, coherence::Coherence, entity::Model};
 
@@ -41,8 +42,17 @@ use super::{cache_metrics::CacheMetrics, coherence::Coherence, entity::Model};
 pub struct CachedItem {
     pub id: i64,
     pub version: i64,
-    pub etag: String,
+    /// The ETag as a header value, ready to send.
+    pub etag: HeaderValue,
     pub body: Bytes,
+}
+
+impl CachedItem {
+    /// The ETag as text (`"3"`).
+    pub fn etag_str(&self) -> &str {
+        // Made by `etag` from digits and quotes, so always text.
+        self.etag.to_str().unwrap_or_default()
+    }
 }
 
 impl CachedItem {
@@ -74,8 +84,10 @@ impl CachedItem {
 }
 
 /// The strong ETag of a version.
-pub fn etag(version: i64) -> String {
-    format!("\"{version}\"")
+pub fn etag(version: i64) -> HeaderValue {
+    // Digits in quotes: always a valid header value.
+    HeaderValue::from_maybe_shared(Bytes::from(format!("\"{version}\"")))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }
 
 /// What the cache knows about one id.
