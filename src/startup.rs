@@ -155,6 +155,10 @@ impl App {
             every,
         ));
         let purge = tokio::spawn(purge_idempotency_keys(self.store.clone()));
+        let db = self.store.db();
+        let checkpoint = db
+            .is_sqlite_file()
+            .then(|| tokio::spawn(store::db::checkpoint_wal(db.write.clone())));
         let metrics_server = self.metrics_acceptor.map(|(acceptor, addr)| {
             tracing::info!(%addr, "serving /metrics and /dashboard");
             let mut stop = stop_rx.clone();
@@ -187,6 +191,9 @@ impl App {
             .await;
         sampler.abort();
         purge.abort();
+        if let Some(task) = checkpoint {
+            task.abort();
+        }
         for task in [&self.listener, &self.standby_watch].into_iter().flatten() {
             task.abort();
         }
