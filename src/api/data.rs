@@ -317,9 +317,10 @@ impl DataApi {
     /// once instead of per request.
     pub fn read_response(&self, read: ItemRead) -> Response {
         let head = |status, item: &CachedItem| {
-            let mut resp = Response::builder().status(status);
-            resp = resp.header(header::ETAG, item.etag.clone());
-            resp.header(header::CACHE_CONTROL, self.cache_control.clone())
+            Response::builder()
+                .status(status)
+                .header(header::ETAG, item.etag.clone())
+                .header(header::CACHE_CONTROL, self.cache_control.clone())
         };
         match read {
             ItemRead::Found(item) => head(StatusCode::OK, &item)

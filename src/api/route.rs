@@ -119,10 +119,10 @@ impl ApiRoute {
 /// extensions were about a tenth of a cache hit's instructions.
 ///
 /// `GET /data/{id}` with a plain decimal id (the read every client repeats) goes straight to
-/// [`DataApi::read_item`], the function the operation itself calls, and writes the answer
-/// with [`DataApi::read_response`], skipping poem-openapi's
-/// route match, extractors and endpoint layers; anything else about it (an id that does not
-/// parse, a header that is not text) takes the operation, which answers the 400.
+/// [`DataApi::read_item`], the function the operation itself calls, and is answered by
+/// [`DataApi::read_response`], skipping poem-openapi's route match, extractors and endpoint
+/// layers. Anything else about it (an id that does not parse, a header that is not text) takes
+/// the operation, which answers the 400s.
 pub struct Dispatch<A, R> {
     pub api: A,
     pub rest: R,
