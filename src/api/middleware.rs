@@ -4,10 +4,12 @@
 
 use std::{any::Any, time::Duration};
 
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
 use metrics::Counter;
 use poem::{
     Endpoint, EndpointExt, IntoResponse, Request, Response,
-    error::{ReadBodyError, ResponseError},
+    error::ResponseError,
     http::{Method, header},
     middleware::{CatchPanic, PanicHandler},
 };
@@ -178,17 +180,45 @@ async fn limit_body(req: &mut Request, limit: usize) -> Result<(), BodyError> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    // A client waiting for `100 Continue` has sent no body: reading would invite it to.
+    let sending = req.headers().get(header::EXPECT).is_none();
+    let mut body = req.take_body().into_bytes_stream();
+    if let Some(n) = declared.filter(|n| *n > limit as u64) {
+        if sending && n <= DRAIN_MAX as u64 {
+            drain(&mut body).await;
+        }
         return Err(BodyError::TooLarge(limit));
     }
-    let bytes = req
-        .take_body()
-        .into_bytes_limit(limit)
-        .await
-        .map_err(|e| match e {
-            ReadBodyError::PayloadTooLarge => BodyError::TooLarge(limit),
-            other => BodyError::Read(other.to_string()),
-        })?;
-    req.set_body(bytes);
+    let mut data = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
+        if data.len() + chunk.len() > limit {
+            drain(&mut body).await;
+            return Err(BodyError::TooLarge(limit));
+        }
+        data.extend_from_slice(&chunk);
+    }
+    req.set_body(data.freeze());
     Ok(())
+}
+
+/// Most bytes read and thrown away after a body is refused.
+const DRAIN_MAX: usize = 1 << 20;
+/// Longest time spent on that.
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+
+/// Reads and discards what a client still sends of a refused body, up to `DRAIN_MAX` bytes and
+/// `DRAIN_TIME`, so that it reads the 413: a socket closed with unread data in it is answered
+/// with a reset, which the client can see before the answer ("lingering close", as nginx does).
+async fn drain(body: &mut (impl Stream<Item = std::io::Result<Bytes>> + Unpin)) {
+    let discard = async {
+        let mut read = 0;
+        while let Some(Ok(chunk)) = body.next().await {
+            read += chunk.len();
+            if read >= DRAIN_MAX {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
 }

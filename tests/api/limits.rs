@@ -282,3 +282,64 @@ async fn connections_past_the_cap_wait_for_a_free_place() {
     assert_eq!(answered.status(), 200);
     app.stop().await;
 }
+
+/// A client still sending an oversized body when the server refuses it reads the 413: the server
+/// reads and discards the rest of a refused body (up to 1 MiB, for up to 1 s) instead of closing
+/// the connection under it, where the client's next write meets a reset and most clients then
+/// report that instead of the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_bodies_are_read_so_the_413_arrives() {
+    let app = TestApp::sqlite(|s| s.limits.body_limit = 1024).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    for chunked in [false, true] {
+        let addr = addr.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut conn = std::net::TcpStream::connect(addr).unwrap();
+            conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            let body = vec![b' '; 30_000];
+            let head = if chunked {
+                "POST /data HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_owned()
+            } else {
+                format!("POST /data HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len())
+            };
+            let mut sent = conn.write_all(head.as_bytes());
+            for (i, part) in body.chunks(3_000).enumerate() {
+                if sent.is_err() {
+                    break;
+                }
+                // The client's pace, not a wait for the server: past the limit after the first
+                // part, it pauses as an upload over a slow link would.
+                if i == 1 {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                }
+                sent = if chunked {
+                    let framed = [format!("{:x}\r\n", part.len()).as_bytes(), part, b"\r\n"].concat();
+                    conn.write_all(&framed)
+                } else {
+                    conn.write_all(part)
+                };
+            }
+            if chunked && sent.is_ok() {
+                sent = conn.write_all(b"0\r\n\r\n");
+            }
+            let mut answer = vec![0u8; 64];
+            let read = conn.read(&mut answer);
+            (sent.map_err(|e| e.kind()), read.map(|n| String::from_utf8_lossy(&answer[..n]).into_owned()).map_err(|e| e.kind()))
+        })
+        .await
+        .unwrap();
+        assert!(
+            answer.0.is_ok(),
+            "chunked {chunked}: sending failed: {answer:?}"
+        );
+        let head = answer
+            .1
+            .unwrap_or_else(|e| panic!("chunked {chunked}: reading failed: {e:?}"));
+        assert!(
+            head.starts_with("HTTP/1.1 413"),
+            "chunked {chunked}: {head:?}"
+        );
+    }
+    app.stop().await;
+}
