@@ -20,7 +20,7 @@ use poem::{
 use crate::{
     api,
     config::{DbSettings, Settings},
-    connections::Capped,
+    connections::{Capped, IdleTimeout},
     dashboard::{self, Dashboard},
     metrics::Metrics,
     store::{self, Store, coherence::Coherence, listener},
@@ -181,11 +181,13 @@ impl App {
         });
         tracing::info!(addr = %self.addr, "listening");
         let s = &self.settings.server;
-        let capped = Capped::new(self.acceptor, s.max_connections, &self.metrics);
-        let mut server = Server::new_with_acceptor(capped);
-        if !s.idle_timeout.is_zero() {
-            server = server.idle_timeout(s.idle_timeout);
-        }
+        let request_timeout = self.settings.limits.request_timeout;
+        let idle = (!s.idle_timeout.is_zero()).then(|| IdleTimeout {
+            between: s.idle_timeout,
+            mid_request: (!request_timeout.is_zero()).then(|| s.idle_timeout + request_timeout),
+        });
+        let capped = Capped::new(self.acceptor, s.max_connections, idle, &self.metrics);
+        let server = Server::new_with_acceptor(capped);
         let served = server
             .run_with_graceful_shutdown(routes, signal, Some(s.drain_timeout))
             .await;

@@ -19,9 +19,10 @@ pub struct ServerSettings {
     #[arg(long, env = "DATA_API_MAX_CONNECTIONS", default_value_t = 4_096)]
     pub max_connections: usize,
 
-    /// Closes a connection that has sent and received nothing for this long (idle keep-alive
-    /// connections, and clients that connect and send nothing); a request being handled is not
-    /// cut short. 0s: never. Env: DATA_API_IDLE_TIMEOUT.
+    /// Closes a connection that has sent and received nothing for this long between requests
+    /// (idle keep-alive connections, and clients that connect and send nothing); in the middle of
+    /// a request, after this plus the request timeout, so a request being handled is not cut
+    /// short. 0s: never. Env: DATA_API_IDLE_TIMEOUT.
     #[arg(long, env = "DATA_API_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 

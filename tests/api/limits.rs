@@ -212,8 +212,11 @@ async fn gzip_bodies_are_limited_after_inflating() {
 /// timeout; one request taking longer than that is not cut short.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed() {
-    let app =
-        TestApp::sqlite(|s| s.server.idle_timeout = std::time::Duration::from_millis(300)).await;
+    let app = TestApp::sqlite(|s| {
+        s.server.idle_timeout = std::time::Duration::from_millis(300);
+        s.limits.request_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let closed_after = tokio::task::spawn_blocking(move || {
         let mut conn = std::net::TcpStream::connect(addr).unwrap();
@@ -233,6 +236,33 @@ async fn idle_connections_are_closed() {
         "the idle connection was not closed"
     );
     assert!(closed_after.1 < std::time::Duration::from_secs(3));
+
+    // A client that stops halfway through a request head is closed too, once it has been quiet
+    // for longer than any request may take (idle timeout + request timeout: 300 ms + 1 s here).
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let half_head = tokio::task::spawn_blocking(move || {
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        conn.write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\nx-partial: ")
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 16];
+        let read = conn.read(&mut buf);
+        (read.ok(), started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        half_head.0,
+        Some(0),
+        "the half-sent head's connection was not closed"
+    );
+    assert!(
+        half_head.1 >= std::time::Duration::from_millis(1_300),
+        "{:?}",
+        half_head.1
+    );
 
     // A write stuck behind another process's SQLite lock for the 1 s acquire timeout is quiet
     // for longer than the idle timeout, and still gets its answer.
