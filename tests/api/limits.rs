@@ -217,19 +217,7 @@ async fn idle_connections_are_closed() {
         s.limits.request_timeout = std::time::Duration::from_secs(1);
     })
     .await;
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let closed_after = tokio::task::spawn_blocking(move || {
-        let mut conn = std::net::TcpStream::connect(addr).unwrap();
-        conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
-        let started = std::time::Instant::now();
-        let mut buf = [0u8; 16];
-        // EOF (0 bytes) when the server closes; an error if it is still open after 5 s.
-        let read = conn.read(&mut buf);
-        (read.ok(), started.elapsed())
-    })
-    .await
-    .unwrap();
+    let closed_after = closed_after_sending(&app, b"").await;
     assert_eq!(
         closed_after.0,
         Some(0),
@@ -239,20 +227,8 @@ async fn idle_connections_are_closed() {
 
     // A client that stops halfway through a request head is closed too, once it has been quiet
     // for longer than any request may take (idle timeout + request timeout: 300 ms + 1 s here).
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let half_head = tokio::task::spawn_blocking(move || {
-        let mut conn = std::net::TcpStream::connect(addr).unwrap();
-        conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        conn.write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\nx-partial: ")
-            .unwrap();
-        let started = std::time::Instant::now();
-        let mut buf = [0u8; 16];
-        let read = conn.read(&mut buf);
-        (read.ok(), started.elapsed())
-    })
-    .await
-    .unwrap();
+    let half_head =
+        closed_after_sending(&app, b"GET /health/live HTTP/1.1\r\nhost: x\r\nx-partial: ").await;
     assert_eq!(
         half_head.0,
         Some(0),
@@ -279,6 +255,26 @@ async fn idle_connections_are_closed() {
     assert_eq!(resp.status(), 503);
     locker.execute_unprepared("ROLLBACK").await.unwrap();
     app.stop().await;
+}
+
+/// Connects, sends `bytes`, and reads: 0 bytes (EOF) once the server closes the connection, or
+/// `None` if it is still open after 10 s (a no-hang guard); and how long that took.
+async fn closed_after_sending(
+    app: &TestApp,
+    bytes: &'static [u8],
+) -> (Option<usize>, std::time::Duration) {
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        conn.write_all(bytes).unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 16];
+        (conn.read(&mut buf).ok(), started.elapsed())
+    })
+    .await
+    .unwrap()
 }
 
 /// At `--max-connections` the server stops accepting: a further client waits (in the kernel's
