@@ -151,7 +151,14 @@ async function poll() {
 function setRange(seconds) {
   state.range = seconds;
   state.since = null;
-  for (const panel of state.panels.values()) panel.series.clear();
+  // Drawn empty at once, so no chart shows the previous range's lines (or counts its points)
+  // until the new range's data arrives.
+  for (const panel of state.panels.values()) {
+    panel.series.clear();
+    panel.hover = null;
+    draw(panel);
+  }
+  hideTooltip();
   for (const b of document.querySelectorAll('#ranges button')) {
     b.classList.toggle('active', Number(b.dataset.range) === seconds);
   }
