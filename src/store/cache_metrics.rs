@@ -101,6 +101,11 @@ impl CacheMetrics {
         self.bytes_now.fetch_sub(n as i64, Ordering::Relaxed);
     }
 
+    #[cfg(test)]
+    pub fn bytes_now(&self) -> i64 {
+        self.bytes_now.load(Ordering::Relaxed)
+    }
+
     pub fn sample(&self, entries: u64) {
         self.entries.set(entries as f64);
         self.bytes
