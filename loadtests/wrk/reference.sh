@@ -7,6 +7,7 @@
 #   put:  PUT /data/{id}, PostgreSQL               vs  pgbench, one UPDATE by primary key per transaction
 # on the same 100k-row data_items table, the same number of database connections, and the same
 # durability (synchronous_commit as the server has it). Prints each round and the ratios.
+# $API_FLAGS: more flags for data-api on the database rows (e.g. --db-read-batches 0).
 # Usage: loadtests/wrk/reference.sh [rows=hit,miss,put] [rounds=4] [duration=8s] [connections=50] [db connections=32]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -59,7 +60,7 @@ if [[ ",$rows," == *",miss,"* || ",$rows," == *",put,"* ]]; then
   side_by_side() {  # side_by_side <label> <cache capacity> <wrk script> <pgbench script> [bare sqlx too]
     local port; port=$(free_port)
     RUST_LOG=warn $bin --database-url "$url" --bind "127.0.0.1:$port" --access-log false \
-      --cache-capacity "$2" --db-max-connections "$dbconns" --db-min-connections "$dbconns" & pids+=($!)
+      --cache-capacity "$2" --db-max-connections "$dbconns" --db-min-connections "$dbconns" ${API_FLAGS:-} & pids+=($!)
     ready "$port" health/ready
     echo "== $1: data-api (PostgreSQL, $dbconns connections) vs pgbench -M prepared -c $dbconns"
     api "$3" "$port" >/dev/null

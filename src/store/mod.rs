@@ -1,6 +1,7 @@
 //! Data access: the database (`repo`), the coherent cache in front of it (`cache`), and `Store`,
 //! which combines them behind functions that say what they do, measuring each step.
 
+pub mod batch;
 pub mod cache;
 pub mod cache_metrics;
 pub mod coherence;
@@ -21,6 +22,7 @@ use tracing::{Instrument, field::Empty};
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
+use batch::ReadBatcher;
 use cache::{CachedItem, ItemCache, Lookup, Slot};
 use cache_metrics::CacheMetrics;
 use coherence::Coherence;
@@ -46,6 +48,8 @@ struct Inner {
     /// Where reads run; on PostgreSQL the same pool as `writes`.
     reads: Arc<Pool>,
     writes: Arc<Pool>,
+    /// Item reads on the primary, batched; `None` with `--db-read-batches 0`.
+    batched: Option<ReadBatcher>,
     /// Streaming standbys that may take lists and cache fills.
     standbys: Option<Arc<Standbys>>,
 }
@@ -88,6 +92,9 @@ impl Store {
         } else {
             (pool("read", read), pool("write", write))
         };
+        let lanes = settings.db.read_batches;
+        let batched =
+            (lanes > 0).then(|| ReadBatcher::start(db.read.clone(), reads.clone(), lanes));
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -96,6 +103,7 @@ impl Store {
                 cache_metrics,
                 reads,
                 writes,
+                batched,
                 standbys,
             }),
         }
@@ -139,7 +147,7 @@ impl Store {
         let Some(cache) = &i.cache else {
             // No cache, so no version floors: reads that must see this replica's own writes
             // stay on the primary.
-            let model = i.reads.run(DbOp::Select, repo::get(&i.db.read, id)).await?;
+            let model = self.read(id).await?;
             return Ok(model.as_ref().map(CachedItem::from_model));
         };
         let span = tracing::debug_span!(
@@ -186,8 +194,16 @@ impl Store {
                 Err(e) => s.fell_back(Fallback::of(&e)),
             }
         }
-        let model = i.reads.run(DbOp::Select, repo::get(&i.db.read, id)).await?;
-        Ok(slot_of(model))
+        Ok(slot_of(self.read(id).await?))
+    }
+
+    /// Reads item `id` on the primary, in a batch unless batching is off.
+    async fn read(&self, id: i64) -> Result<Option<Model>, DbErr> {
+        let i = &self.inner;
+        match &i.batched {
+            Some(batched) => batched.get(id).await,
+            None => i.reads.run(DbOp::Select, repo::get(&i.db.read, id)).await,
+        }
     }
     /// Creates an item and answers it as stored.
     pub async fn create(&self, item: NewItem) -> Result<Arc<CachedItem>, DbErr> {

@@ -148,6 +148,11 @@ impl Pool {
         self.name
     }
 
+    /// The database system (the `db.system.name` attribute).
+    pub fn system(&self) -> &'static str {
+        self.system
+    }
+
     /// Runs `query` as operation `op`: waits for a connection permit, opens a span, and records
     /// the duration and any error.
     pub async fn run<T>(
@@ -155,22 +160,74 @@ impl Pool {
         op: DbOp,
         query: impl Future<Output = Result<T, DbErr>>,
     ) -> Result<T, DbErr> {
-        if let Some(reads) = &self.reads[op as usize] {
-            reads.increment(1);
+        let span = || {
+            tracing::debug_span!(
+                "db.query",
+                otel.name = op.span_name(),
+                otel.kind = "client",
+                db.system.name = self.system,
+                db.operation.name = op.as_str(),
+                db.collection.name = "data_items",
+                db.pool = self.name,
+            )
+        };
+        self.measure(op, 1, span, query).await
+    }
+
+    /// Runs `query`, one batch of reads queued at `queued`, as `run` does but with no span of
+    /// its own (each read traces its own wait, see `batch`). Each read counts as pending from
+    /// when it queued until its batch is admitted, and that whole time is its wait. A batch that
+    /// is not admitted in time fails every read in it as a timed-out wait.
+    pub async fn run_batch<T>(
+        &self,
+        op: DbOp,
+        queued: &[Instant],
+        query: impl Future<Output = Result<T, DbErr>>,
+    ) -> Result<T, DbErr> {
+        let reads = queued.len() as u64;
+        if let Some(counter) = &self.reads[op as usize] {
+            counter.increment(reads);
+        }
+        let admitted = self.acquire().await;
+        for since in queued {
+            self.dequeued(*since);
+        }
+        let result = match admitted {
+            Ok(_permit) => {
+                let started = Instant::now();
+                let result = query.await;
+                self.duration[op as usize].record(started.elapsed().as_secs_f64());
+                result
+            }
+            Err(e) => {
+                if DbFailure::of(&e) == DbFailure::PoolTimeout {
+                    self.timeouts.increment(reads);
+                }
+                self.errors[op as usize][DbFailure::of(&e) as usize]
+                    .increment(reads.saturating_sub(1));
+                Err(e)
+            }
+        };
+        if let Err(e) = &result {
+            self.errors[op as usize][DbFailure::of(e) as usize].increment(1);
+        }
+        result
+    }
+
+    async fn measure<T>(
+        &self,
+        op: DbOp,
+        reads: u64,
+        span: impl FnOnce() -> tracing::Span,
+        query: impl Future<Output = Result<T, DbErr>>,
+    ) -> Result<T, DbErr> {
+        if let Some(counter) = &self.reads[op as usize] {
+            counter.increment(reads);
         }
         let result = match self.admit().await {
             Ok(_permit) => {
-                let span = tracing::debug_span!(
-                    "db.query",
-                    otel.name = op.span_name(),
-                    otel.kind = "client",
-                    db.system.name = self.system,
-                    db.operation.name = op.as_str(),
-                    db.collection.name = "data_items",
-                    db.pool = self.name,
-                );
                 let started = Instant::now();
-                let result = query.instrument(span).await;
+                let result = query.instrument(span()).await;
                 self.duration[op as usize].record(started.elapsed().as_secs_f64());
                 result
             }
@@ -182,7 +239,8 @@ impl Pool {
         result
     }
 
-    /// Waits for a permit; past the timeout, fails as the pool itself would (answered 503).
+    /// Waits for a permit (measured as pending and waited); past the timeout, fails as the pool
+    /// itself would (answered 503).
     async fn admit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, DbErr> {
         if let Ok(permit) = self.permits.try_acquire() {
             self.wait.record(0.0);
@@ -191,16 +249,52 @@ impl Pool {
         let started = Instant::now();
         self.pending.increment(1.0);
         let _pending = Decrement(&self.pending);
-        let result = tokio::time::timeout(self.timeout, self.permits.acquire()).await;
+        let result = self.acquire().await;
         self.wait.record(started.elapsed().as_secs_f64());
-        match result {
+        if result.is_err() {
+            self.timeouts.increment(1);
+        }
+        result
+    }
+
+    /// Waits for a permit, at most the timeout.
+    async fn acquire(&self) -> Result<tokio::sync::SemaphorePermit<'_>, DbErr> {
+        match tokio::time::timeout(self.timeout, self.permits.acquire()).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_closed)) => Err(DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed)),
-            Err(_elapsed) => {
-                self.timeouts.increment(1);
-                Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout))
-            }
+            Err(_elapsed) => Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
         }
+    }
+
+    /// How long a wait for a connection may last.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A read starts waiting outside the pool (for a batch): it counts as pending.
+    pub fn queued(&self) {
+        self.pending.increment(1.0);
+    }
+
+    /// A read queued at `since` stops waiting.
+    fn dequeued(&self, since: Instant) {
+        self.pending.decrement(1.0);
+        self.wait.record(since.elapsed().as_secs_f64());
+    }
+
+    /// A read queued for a batch has gone (its request ended) before it was taken.
+    pub fn abandoned(&self) {
+        self.pending.decrement(1.0);
+    }
+
+    /// A read of `op` queued at `since` waited the timeout without being taken into a batch:
+    /// fails as a wait for a connection would.
+    pub fn gave_up(&self, op: DbOp, since: Instant) -> DbErr {
+        self.dequeued(since);
+        self.timeouts.increment(1);
+        let e = DbErr::ConnectionAcquire(ConnAcquireErr::Timeout);
+        self.errors[op as usize][DbFailure::of(&e) as usize].increment(1);
+        e
     }
 
     /// Publishes the pool's current connection counts.

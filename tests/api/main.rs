@@ -3,6 +3,7 @@
 mod helpers;
 
 mod auth;
+mod batching;
 mod browser;
 mod cache;
 mod checker;

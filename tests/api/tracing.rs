@@ -211,6 +211,15 @@ async fn spans_are_exported_over_otlp_and_flushed_on_sigterm() {
     assert!(
         matches!(attr(&db_span.attributes, "db.system.name"), Some(Any::StringValue(s)) if s == "sqlite")
     );
+    // The fill was read in a batch (of one, here): the span says how many reads it held.
+    assert!(
+        matches!(
+            attr(&db_span.attributes, "db.operation.batch.size"),
+            Some(Any::IntValue(1))
+        ),
+        "batch size on the query span: {:?}",
+        db_span.attributes
+    );
     let hit = spans.iter().any(|s| {
         s.name == "cache.get" && matches!(attr(&s.attributes, "cache.result"), Some(Any::StringValue(v)) if v == "hit")
     });

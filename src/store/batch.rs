@@ -1,0 +1,221 @@
+//! Reads of single items by id, batched: item reads that arrive while the database is busy with
+//! earlier ones go to it together, as one `WHERE id IN (…)` query, instead of one round trip each.
+//!
+//! At most `lanes` batches are in flight at once. A read that finds a lane free goes out at once,
+//! alone, so a quiet service answers as fast as before; under load, reads queue while every lane
+//! is busy and leave together in the next batch ("natural batching": no timer, no added wait).
+//! Each read is still admitted through the pool (its connection permit and acquire timeout) as
+//! part of its batch, counted as one read, and traced as its own `select data_items` span, which
+//! covers its wait for the batch and says how many items the batch held (`db.operation.batch.size`).
+//!
+//! A read waits for a batch at most the pool's acquire timeout, as it would wait for a connection,
+//! and counts as pending meanwhile; past it, it fails the same way (503 + Retry-After). A batch
+//! that fails answers none of its reads: each then runs its own query, so every request gets the
+//! error its own query met (503 on a timeout, 500 on a fault), as without batching.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use sea_orm::{ColumnTrait, ConnAcquireErr, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::{Instrument, field::Empty};
+
+use super::entity::{Column, Entity, Model};
+use super::failure::DbFailure;
+use super::pool::{DbOp, Pool};
+
+/// Most items one batch asks for.
+pub const MAX_BATCH: usize = 64;
+
+/// What a read in a batch gets back: the row (if any) and how many reads the batch held, or
+/// why the batch failed.
+type Reply = Result<(Option<Model>, usize), BatchFailed>;
+
+#[derive(Clone, Copy)]
+enum BatchFailed {
+    /// No connection became free in time: every read in it fails so.
+    PoolTimeout,
+    /// The query failed: each read runs on its own, to meet its own error.
+    Query,
+}
+
+struct Waiter {
+    id: i64,
+    reply: oneshot::Sender<Reply>,
+    queued: Instant,
+    /// Set once, by whichever comes first: the dispatcher taking the read into a batch, or the
+    /// read giving up on its wait.
+    claimed: Arc<AtomicBool>,
+}
+
+impl Waiter {
+    /// Takes the read into a batch unless it has given up or gone.
+    fn take(&self, pool: &Pool) -> bool {
+        if self.claimed.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        if self.reply.is_closed() {
+            pool.abandoned();
+            return false;
+        }
+        true
+    }
+}
+
+/// Reads of single items on one pool of one database, batched.
+pub struct ReadBatcher {
+    db: DatabaseConnection,
+    pool: Arc<Pool>,
+    queue: mpsc::UnboundedSender<Waiter>,
+}
+
+impl ReadBatcher {
+    /// A batcher for reads on `db` through `pool`, with at most `lanes` batches in flight; it
+    /// starts its dispatcher task, which ends when the batcher is dropped.
+    pub fn start(db: DatabaseConnection, pool: Arc<Pool>, lanes: u32) -> Self {
+        let (queue, waiting) = mpsc::unbounded_channel();
+        let lanes = Arc::new(Semaphore::new(lanes.max(1) as usize));
+        tokio::spawn(dispatch(waiting, db.clone(), pool.clone(), lanes));
+        Self { db, pool, queue }
+    }
+
+    /// The item with `id`, read in the next batch.
+    pub async fn get(&self, id: i64) -> Result<Option<Model>, DbErr> {
+        let span = tracing::debug_span!(
+            "db.query",
+            otel.name = DbOp::Select.span_name(),
+            otel.kind = "client",
+            db.system.name = self.pool.system(),
+            db.operation.name = DbOp::Select.as_str(),
+            db.collection.name = "data_items",
+            db.pool = self.pool.name(),
+            db.operation.batch.size = Empty,
+        );
+        let (reply, mut answer) = oneshot::channel();
+        let queued = Instant::now();
+        let claimed = Arc::new(AtomicBool::new(false));
+        self.pool.queued();
+        let waiter = Waiter {
+            id,
+            reply,
+            queued,
+            claimed: claimed.clone(),
+        };
+        if self.queue.send(waiter).is_err() {
+            self.pool.abandoned();
+        } else {
+            let waited = tokio::time::timeout(self.pool.timeout(), &mut answer)
+                .instrument(span.clone())
+                .await;
+            let reply = match waited {
+                Ok(reply) => reply,
+                Err(_) if !claimed.swap(true, Ordering::AcqRel) => {
+                    return Err(self.pool.gave_up(DbOp::Select, queued));
+                }
+                // Taken into a batch just as the wait ran out: its answer is on the way.
+                Err(_) => answer.instrument(span.clone()).await,
+            };
+            match reply {
+                Ok(Ok((row, size))) => {
+                    // As an integer attribute (a usize would be exported as text).
+                    span.record("db.operation.batch.size", size as i64);
+                    return Ok(row);
+                }
+                Ok(Err(BatchFailed::PoolTimeout)) => {
+                    return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
+                }
+                Ok(Err(BatchFailed::Query)) | Err(_) => {}
+            }
+        }
+        // The batch failed (or the dispatcher is gone): this read's own query says why.
+        self.pool
+            .run(DbOp::Select, super::repo::get(&self.db, id))
+            .await
+    }
+}
+
+/// Takes queued reads into batches, one per free lane.
+async fn dispatch(
+    mut waiting: mpsc::UnboundedReceiver<Waiter>,
+    db: DatabaseConnection,
+    pool: Arc<Pool>,
+    lanes: Arc<Semaphore>,
+) {
+    while let Some(first) = waiting.recv().await {
+        let Ok(lane) = lanes.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(w) = next {
+            if w.take(&pool) {
+                batch.push(w);
+            }
+            next = (batch.len() < MAX_BATCH)
+                .then(|| waiting.try_recv().ok())
+                .flatten();
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let (db, pool) = (db.clone(), pool.clone());
+        tokio::spawn(async move {
+            run(&db, &pool, batch).await;
+            drop(lane);
+        });
+    }
+}
+
+/// Runs one batch and answers each of its reads.
+async fn run(db: &DatabaseConnection, pool: &Pool, mut batch: Vec<Waiter>) {
+    batch.sort_unstable_by_key(|w| w.id);
+    let mut ids: Vec<i64> = batch.iter().map(|w| w.id).collect();
+    ids.dedup();
+    let size = batch.len();
+    let queued: Vec<Instant> = batch.iter().map(|w| w.queued).collect();
+    let rows = match pool
+        .run_batch(DbOp::Select, &queued, get_many(db, ids))
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            let why = match DbFailure::of(&e) {
+                DbFailure::PoolTimeout => BatchFailed::PoolTimeout,
+                DbFailure::Unavailable | DbFailure::Query => BatchFailed::Query,
+            };
+            for w in batch {
+                let _ = w.reply.send(Err(why));
+            }
+            return;
+        }
+    };
+    // Both sorted by id: walk them together.
+    let mut rows = rows.into_iter().peekable();
+    let mut waiters = batch.into_iter().peekable();
+    while let Some(w) = waiters.next() {
+        while rows.next_if(|r| r.id < w.id).is_some() {}
+        let row = match rows.peek() {
+            Some(r) if r.id == w.id => {
+                // The last read of this id takes the row; any before it get a copy.
+                if waiters.peek().is_some_and(|next| next.id == w.id) {
+                    Some(r.clone())
+                } else {
+                    rows.next()
+                }
+            }
+            _ => None,
+        };
+        let _ = w.reply.send(Ok((row, size)));
+    }
+}
+
+/// The items with these ids (ascending, distinct), in id order.
+async fn get_many(db: &DatabaseConnection, ids: Vec<i64>) -> Result<Vec<Model>, DbErr> {
+    let mut rows = match ids.as_slice() {
+        [id] => Entity::find_by_id(*id).all(db).await?,
+        _ => Entity::find().filter(Column::Id.is_in(ids)).all(db).await?,
+    };
+    rows.sort_unstable_by_key(|r| r.id);
+    Ok(rows)
+}
