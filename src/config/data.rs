@@ -76,7 +76,7 @@ pub struct DbSettings {
     #[arg(
         long = "db-read-batches",
         env = "DATA_API_DB_READ_BATCHES",
-        default_value_t = 4
+        default_value_t = 2
     )]
     pub read_batches: u32,
 
