@@ -160,18 +160,31 @@ impl Pool {
         op: DbOp,
         query: impl Future<Output = Result<T, DbErr>>,
     ) -> Result<T, DbErr> {
-        let span = || {
-            tracing::debug_span!(
-                "db.query",
-                otel.name = op.span_name(),
-                otel.kind = "client",
-                db.system.name = self.system,
-                db.operation.name = op.as_str(),
-                db.collection.name = "data_items",
-                db.pool = self.name,
-            )
+        if let Some(reads) = &self.reads[op as usize] {
+            reads.increment(1);
+        }
+        let result = match self.admit().await {
+            Ok(_permit) => {
+                let span = tracing::debug_span!(
+                    "db.query",
+                    otel.name = op.span_name(),
+                    otel.kind = "client",
+                    db.system.name = self.system,
+                    db.operation.name = op.as_str(),
+                    db.collection.name = "data_items",
+                    db.pool = self.name,
+                );
+                let started = Instant::now();
+                let result = query.instrument(span).await;
+                self.duration[op as usize].record(started.elapsed().as_secs_f64());
+                result
+            }
+            Err(e) => Err(e),
         };
-        self.measure(op, 1, span, query).await
+        if let Err(e) = &result {
+            self.errors[op as usize][DbFailure::of(e) as usize].increment(1);
+        }
+        result
     }
 
     /// Runs `query`, one batch of reads queued at `queued`, as `run` does but with no span of
@@ -200,38 +213,13 @@ impl Pool {
                 result
             }
             Err(e) => {
-                if DbFailure::of(&e) == DbFailure::PoolTimeout {
+                if timed_out(&e) {
                     self.timeouts.increment(reads);
                 }
                 self.errors[op as usize][DbFailure::of(&e) as usize]
                     .increment(reads.saturating_sub(1));
                 Err(e)
             }
-        };
-        if let Err(e) = &result {
-            self.errors[op as usize][DbFailure::of(e) as usize].increment(1);
-        }
-        result
-    }
-
-    async fn measure<T>(
-        &self,
-        op: DbOp,
-        reads: u64,
-        span: impl FnOnce() -> tracing::Span,
-        query: impl Future<Output = Result<T, DbErr>>,
-    ) -> Result<T, DbErr> {
-        if let Some(counter) = &self.reads[op as usize] {
-            counter.increment(reads);
-        }
-        let result = match self.admit().await {
-            Ok(_permit) => {
-                let started = Instant::now();
-                let result = query.instrument(span()).await;
-                self.duration[op as usize].record(started.elapsed().as_secs_f64());
-                result
-            }
-            Err(e) => Err(e),
         };
         if let Err(e) = &result {
             self.errors[op as usize][DbFailure::of(e) as usize].increment(1);
@@ -251,7 +239,7 @@ impl Pool {
         let _pending = Decrement(&self.pending);
         let result = self.acquire().await;
         self.wait.record(started.elapsed().as_secs_f64());
-        if result.is_err() {
+        if result.as_ref().is_err_and(timed_out) {
             self.timeouts.increment(1);
         }
         result
@@ -303,6 +291,11 @@ impl Pool {
         self.idle.set(idle);
         self.used.set(f64::from(stats.open) - idle);
     }
+}
+
+/// Whether a wait for a permit ran out (rather than the pool closing).
+fn timed_out(e: &DbErr) -> bool {
+    matches!(e, DbErr::ConnectionAcquire(ConnAcquireErr::Timeout))
 }
 
 /// Decrements the pending gauge however the wait ends, cancellation included.
