@@ -8,6 +8,8 @@
 #   hit:  GET /data/{id}, ids 100-999, all cached (warmed first)
 #   miss: GET /data/{id}, cache off, ids 10000-99999 of 100k rows
 #   put:  PUT /data/{id}, ids 10000-99999 of 100k rows
+# $API_FLAGS: more flags for data-api (e.g. --db-read-batches 0). $RATES: fixed rates in req/s
+# (e.g. "1000 2500") instead of 25/50/80 % of the maximum, to compare two builds at equal rates.
 # Needs oha (`cargo install oha`). Usage:
 #   loadtests/wrk/open_model.sh [backends=sqlite,postgres] [paths=hit,miss,put] [duration=10s]
 set -euo pipefail
@@ -54,16 +56,23 @@ for backend in ${backends//,/ }; do
       put) script=put_random.lua
            method=(-m PUT -T application/json -d '{"name":"open model","description":"sent at a fixed rate"}') ;;
     esac
-    RUST_LOG=warn $bin "${flags[@]}" & pid=$!
+    # shellcheck disable=SC2086 # $API_FLAGS is a list
+    RUST_LOG=warn $bin "${flags[@]}" ${API_FLAGS:-} & pid=$!
     ready
     MAX_ID=$max_id wrk -t2 -c50 -d3s -s "loadtests/wrk/$script" "$base" >/dev/null # warm (and fill the cache for hits)
     closed=$(run_oha "$regex" "${method[@]}")
     max=$(echo "$closed" | awk '{printf "%d", $4}')
     printf '%-9s %-5s %8d %6s %9s %s\n' "$backend" "$path" "$max" closed - "$closed"
-    for pct in 25 50 80; do
-      rate=$((max * pct / 100))
-      printf '%-9s %-5s %8d %5d%% %9d %s\n' "$backend" "$path" "$max" "$pct" "$rate" "$(run_oha "$regex" -q "$rate" "${method[@]}")"
-    done
+    if [[ -n "${RATES:-}" ]]; then  # fixed rates (req/s), to compare two builds at the same rates
+      for rate in $RATES; do
+        printf '%-9s %-5s %8d %6s %9d %s\n' "$backend" "$path" "$max" fixed "$rate" "$(run_oha "$regex" -q "$rate" "${method[@]}")"
+      done
+    else
+      for pct in 25 50 80; do
+        rate=$((max * pct / 100))
+        printf '%-9s %-5s %8d %5d%% %9d %s\n' "$backend" "$path" "$max" "$pct" "$rate" "$(run_oha "$regex" -q "$rate" "${method[@]}")"
+      done
+    fi
     stop
   done
   drop_db
