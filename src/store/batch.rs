@@ -8,14 +8,16 @@
 //! part of its batch, counted as one read, and traced as its own `select data_items` span, which
 //! covers its wait for the batch and says how many items the batch held (`db.operation.batch.size`).
 //!
-//! A read waits for a batch at most the pool's acquire timeout, as it would wait for a connection,
-//! and counts as pending meanwhile; past it, it fails the same way (503 + Retry-After). A batch
-//! that fails answers none of its reads: each then runs its own query, so every request gets the
-//! error its own query met (503 on a timeout, 500 on a fault), as without batching.
+//! A read waits for a batch at most the pool's acquire timeout, as it would wait for a connection;
+//! past it, it fails the same way (503 + Retry-After, counted as a timed-out wait). The pool's
+//! pending and wait measures see a batch as one operation: a read queued for a batch is not
+//! waiting for a connection (under load, reads queue for batches by design), and that wait shows
+//! in its span and its request's latency instead. A batch that gets no connection in time fails
+//! each of its reads so; a batch whose query fails answers none of them, and each runs its own
+//! query, so every request gets the error its own query met, as without batching.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use sea_orm::{ColumnTrait, ConnAcquireErr, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -43,7 +45,6 @@ enum BatchFailed {
 struct Waiter {
     id: i64,
     reply: oneshot::Sender<Reply>,
-    queued: Instant,
     /// Set once, by whichever comes first: the dispatcher taking the read into a batch, or the
     /// read giving up on its wait.
     claimed: Arc<AtomicBool>,
@@ -51,15 +52,8 @@ struct Waiter {
 
 impl Waiter {
     /// Takes the read into a batch unless it has given up or gone.
-    fn take(&self, pool: &Pool) -> bool {
-        if self.claimed.swap(true, Ordering::AcqRel) {
-            return false;
-        }
-        if self.reply.is_closed() {
-            pool.abandoned();
-            return false;
-        }
-        true
+    fn take(&self) -> bool {
+        !self.claimed.swap(true, Ordering::AcqRel) && !self.reply.is_closed()
     }
 }
 
@@ -93,25 +87,20 @@ impl ReadBatcher {
             db.operation.batch.size = Empty,
         );
         let (reply, mut answer) = oneshot::channel();
-        let queued = Instant::now();
         let claimed = Arc::new(AtomicBool::new(false));
-        self.pool.queued();
         let waiter = Waiter {
             id,
             reply,
-            queued,
             claimed: claimed.clone(),
         };
-        if self.queue.send(waiter).is_err() {
-            self.pool.abandoned();
-        } else {
+        if self.queue.send(waiter).is_ok() {
             let waited = tokio::time::timeout(self.pool.timeout(), &mut answer)
                 .instrument(span.clone())
                 .await;
             let reply = match waited {
                 Ok(reply) => reply,
                 Err(_) if !claimed.swap(true, Ordering::AcqRel) => {
-                    return Err(self.pool.gave_up(DbOp::Select, queued));
+                    return Err(self.pool.gave_up(DbOp::Select));
                 }
                 // Taken into a batch just as the wait ran out: its answer is on the way.
                 Err(_) => answer.instrument(span.clone()).await,
@@ -149,7 +138,7 @@ async fn dispatch(
         let mut batch = Vec::new();
         let mut next = Some(first);
         while let Some(w) = next {
-            if w.take(&pool) {
+            if w.take() {
                 batch.push(w);
             }
             next = (batch.len() < MAX_BATCH)
@@ -173,9 +162,8 @@ async fn run(db: &DatabaseConnection, pool: &Pool, mut batch: Vec<Waiter>) {
     let mut ids: Vec<i64> = batch.iter().map(|w| w.id).collect();
     ids.dedup();
     let size = batch.len();
-    let queued: Vec<Instant> = batch.iter().map(|w| w.queued).collect();
     let rows = match pool
-        .run_batch(DbOp::Select, &queued, get_many(db, ids))
+        .run_batch(DbOp::Select, size as u64, get_many(db, ids))
         .await
     {
         Ok(rows) => rows,

@@ -187,25 +187,19 @@ impl Pool {
         result
     }
 
-    /// Runs `query`, one batch of reads queued at `queued`, as `run` does but with no span of
-    /// its own (each read traces its own wait, see `batch`). Each read counts as pending from
-    /// when it queued until its batch is admitted, and that whole time is its wait. A batch that
-    /// is not admitted in time fails every read in it as a timed-out wait.
+    /// Runs `query`, one batch of `reads` reads, as `run` does (one operation: one permit, one
+    /// wait, one duration) but with no span of its own, since each read traces its own wait (see
+    /// `batch`); each read counts as a read, and a wait that times out fails each of them.
     pub async fn run_batch<T>(
         &self,
         op: DbOp,
-        queued: &[Instant],
+        reads: u64,
         query: impl Future<Output = Result<T, DbErr>>,
     ) -> Result<T, DbErr> {
-        let reads = queued.len() as u64;
         if let Some(counter) = &self.reads[op as usize] {
             counter.increment(reads);
         }
-        let admitted = self.acquire().await;
-        for since in queued {
-            self.dequeued(*since);
-        }
-        let result = match admitted {
+        let result = match self.admit().await {
             Ok(_permit) => {
                 let started = Instant::now();
                 let result = query.await;
@@ -214,7 +208,7 @@ impl Pool {
             }
             Err(e) => {
                 if timed_out(&e) {
-                    self.timeouts.increment(reads);
+                    self.timeouts.increment(reads.saturating_sub(1));
                 }
                 self.errors[op as usize][DbFailure::of(&e) as usize]
                     .increment(reads.saturating_sub(1));
@@ -259,26 +253,9 @@ impl Pool {
         self.timeout
     }
 
-    /// A read starts waiting outside the pool (for a batch): it counts as pending.
-    pub fn queued(&self) {
-        self.pending.increment(1.0);
-    }
-
-    /// A read queued at `since` stops waiting.
-    fn dequeued(&self, since: Instant) {
-        self.pending.decrement(1.0);
-        self.wait.record(since.elapsed().as_secs_f64());
-    }
-
-    /// A read queued for a batch has gone (its request ended) before it was taken.
-    pub fn abandoned(&self) {
-        self.pending.decrement(1.0);
-    }
-
-    /// A read of `op` queued at `since` waited the timeout without being taken into a batch:
-    /// fails as a wait for a connection would.
-    pub fn gave_up(&self, op: DbOp, since: Instant) -> DbErr {
-        self.dequeued(since);
+    /// A read of `op` waited the timeout for a batch to take it: fails as a wait for a
+    /// connection would.
+    pub fn gave_up(&self, op: DbOp) -> DbErr {
         self.timeouts.increment(1);
         let e = DbErr::ConnectionAcquire(ConnAcquireErr::Timeout);
         self.errors[op as usize][DbFailure::of(&e) as usize].increment(1);
