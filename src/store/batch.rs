@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sea_orm::{ColumnTrait, ConnAcquireErr, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use tracing::{Instrument, field::Empty};
+use tracing::Instrument;
 
 use super::entity::{Column, Entity, Model};
 use super::failure::DbFailure;
@@ -76,16 +76,7 @@ impl ReadBatcher {
 
     /// The item with `id`, read in the next batch.
     pub async fn get(&self, id: i64) -> Result<Option<Model>, DbErr> {
-        let span = tracing::debug_span!(
-            "db.query",
-            otel.name = DbOp::Select.span_name(),
-            otel.kind = "client",
-            db.system.name = self.pool.system(),
-            db.operation.name = DbOp::Select.as_str(),
-            db.collection.name = "data_items",
-            db.pool = self.pool.name(),
-            db.operation.batch.size = Empty,
-        );
+        let span = self.pool.span(DbOp::Select);
         let (reply, mut answer) = oneshot::channel();
         let claimed = Arc::new(AtomicBool::new(false));
         let waiter = Waiter {

@@ -148,9 +148,18 @@ impl Pool {
         self.name
     }
 
-    /// The database system (the `db.system.name` attribute).
-    pub fn system(&self) -> &'static str {
-        self.system
+    /// The span of one query of `op` on this pool (a batched read records its batch's size).
+    pub fn span(&self, op: DbOp) -> tracing::Span {
+        tracing::debug_span!(
+            "db.query",
+            otel.name = op.span_name(),
+            otel.kind = "client",
+            db.system.name = self.system,
+            db.operation.name = op.as_str(),
+            db.collection.name = "data_items",
+            db.pool = self.name,
+            db.operation.batch.size = tracing::field::Empty,
+        )
     }
 
     /// Runs `query` as operation `op`: waits for a connection permit, opens a span, and records
@@ -160,31 +169,7 @@ impl Pool {
         op: DbOp,
         query: impl Future<Output = Result<T, DbErr>>,
     ) -> Result<T, DbErr> {
-        if let Some(reads) = &self.reads[op as usize] {
-            reads.increment(1);
-        }
-        let result = match self.admit().await {
-            Ok(_permit) => {
-                let span = tracing::debug_span!(
-                    "db.query",
-                    otel.name = op.span_name(),
-                    otel.kind = "client",
-                    db.system.name = self.system,
-                    db.operation.name = op.as_str(),
-                    db.collection.name = "data_items",
-                    db.pool = self.name,
-                );
-                let started = Instant::now();
-                let result = query.instrument(span).await;
-                self.duration[op as usize].record(started.elapsed().as_secs_f64());
-                result
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = &result {
-            self.errors[op as usize][DbFailure::of(e) as usize].increment(1);
-        }
-        result
+        self.measure(op, 1, query, || self.span(op)).await
     }
 
     /// Runs `query`, one batch of `reads` reads, as `run` does (one operation: one permit, one
@@ -196,27 +181,36 @@ impl Pool {
         reads: u64,
         query: impl Future<Output = Result<T, DbErr>>,
     ) -> Result<T, DbErr> {
+        self.measure(op, reads, query, tracing::Span::none).await
+    }
+
+    async fn measure<T>(
+        &self,
+        op: DbOp,
+        reads: u64,
+        query: impl Future<Output = Result<T, DbErr>>,
+        span: impl FnOnce() -> tracing::Span,
+    ) -> Result<T, DbErr> {
         if let Some(counter) = &self.reads[op as usize] {
             counter.increment(reads);
         }
-        let result = match self.admit().await {
+        let (result, failed) = match self.admit().await {
             Ok(_permit) => {
                 let started = Instant::now();
-                let result = query.await;
+                let result = query.instrument(span()).await;
                 self.duration[op as usize].record(started.elapsed().as_secs_f64());
-                result
+                (result, 1)
             }
+            // No permit: every read in the operation fails (a timeout is answered 503 to each).
             Err(e) => {
                 if timed_out(&e) {
-                    self.timeouts.increment(reads.saturating_sub(1));
+                    self.timeouts.increment(reads);
                 }
-                self.errors[op as usize][DbFailure::of(&e) as usize]
-                    .increment(reads.saturating_sub(1));
-                Err(e)
+                (Err(e), reads)
             }
         };
         if let Err(e) = &result {
-            self.errors[op as usize][DbFailure::of(e) as usize].increment(1);
+            self.errors[op as usize][DbFailure::of(e) as usize].increment(failed);
         }
         result
     }
@@ -233,9 +227,6 @@ impl Pool {
         let _pending = Decrement(&self.pending);
         let result = self.acquire().await;
         self.wait.record(started.elapsed().as_secs_f64());
-        if result.as_ref().is_err_and(timed_out) {
-            self.timeouts.increment(1);
-        }
         result
     }
 
