@@ -18,21 +18,7 @@ fn batched(s: &mut data_api::config::Settings) {
     s.db.read_batches = 1;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_concurrent_reads_share_queries_and_each_gets_its_own_item() {
-    let app = TestApp::sqlite(batched).await;
-    concurrent_reads_share_queries_and_each_gets_its_own_item(&app).await;
-    app.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_concurrent_reads_share_queries_and_each_gets_its_own_item() {
-    let Some(app) = TestApp::postgres(batched).await else {
-        return;
-    };
-    concurrent_reads_share_queries_and_each_gets_its_own_item(&app).await;
-    app.stop().await;
-}
+crate::on_both_backends!(with batched: concurrent_reads_share_queries_and_each_gets_its_own_item);
 
 /// 600 GETs, 64 at a time, over 30 items, a deleted one and one that never existed (many reads
 /// of the same id land in one batch): each answer is its own item, exactly as stored, or a 404;

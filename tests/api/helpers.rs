@@ -15,26 +15,36 @@ use serde_json::Value;
 use tokio::{sync::oneshot, task::JoinHandle};
 
 /// Runs `$name(app)` once per backend: `sqlite` always, `postgres` when `TEST_DATABASE_URL` is set
-/// (otherwise it reports that it was skipped).
+/// (otherwise it reports that it was skipped). `on_both_backends!(with tweak: a, b)` starts each
+/// app with the settings changed by `tweak`, a function of the calling module.
 #[macro_export]
 macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
+    (with $tweak:ident: $($name:ident),* $(,)?) => {
+        $crate::on_both_backends!(@ super::$tweak; $($name),*);
+    };
+    (@ $tweak:path; $($name:ident),*) => {$(
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let app = $crate::helpers::TestApp::sqlite(|_| {}).await;
+                let app = $crate::helpers::TestApp::sqlite($tweak).await;
                 super::$name(&app).await;
                 app.stop().await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let Some(app) = $crate::helpers::TestApp::postgres(|_| {}).await else { return };
+                let Some(app) = $crate::helpers::TestApp::postgres($tweak).await else { return };
                 super::$name(&app).await;
                 app.stop().await;
             }
         }
     )*};
+    ($($name:ident),* $(,)?) => {
+        $crate::on_both_backends!(@ $crate::helpers::as_configured; $($name),*);
+    };
 }
+
+/// The settings as the tests configure them, unchanged (`on_both_backends!` without a tweak).
+pub fn as_configured(_: &mut Settings) {}
 
 /// A running service and what it needs to be cleaned up.
 pub struct TestApp {

@@ -41,29 +41,15 @@ async fn retries_through_another_replica_make_one_item(a: &TestApp) {
     b.stop_shared().await;
 }
 
-/// The request is cancelled (here by `--request-timeout`) after its write started: the item and
-/// its key commit together, so a retry gets that item instead of creating a second one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_after_a_cancelled_create_gets_its_item_sqlite() {
-    let app = TestApp::sqlite(cancellable).await;
-    retry_after_a_cancelled_create_gets_its_item(&app).await;
-    app.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_after_a_cancelled_create_gets_its_item_postgres() {
-    let Some(app) = TestApp::postgres(cancellable).await else {
-        return;
-    };
-    retry_after_a_cancelled_create_gets_its_item(&app).await;
-    app.stop().await;
-}
+crate::on_both_backends!(with cancellable: retry_after_a_cancelled_create_gets_its_item);
 
 fn cancellable(s: &mut data_api::config::Settings) {
     s.limits.request_timeout = Duration::from_millis(300);
     s.db.acquire_timeout = Duration::from_secs(5);
 }
 
+/// The request is cancelled (here by `--request-timeout`) after its write started: the item and
+/// its key commit together, so a retry gets that item instead of creating a second one.
 async fn retry_after_a_cancelled_create_gets_its_item(app: &TestApp) {
     // Writes to the items wait behind a lock held from outside.
     let locker = app.outside_connection().await;
