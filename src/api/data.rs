@@ -289,7 +289,10 @@ impl DataApi {
     ) -> Result<ItemRead, AppError> {
         Ok(match self.store.get(id).await? {
             None => ItemRead::NotFound(id),
-            Some(item) if conditional::none_match(if_none_match, item.etag_str()) => {
+            // Only a conditional read looks at the ETag's text.
+            Some(item)
+                if if_none_match.is_some_and(|h| conditional::none_match(h, item.etag_str())) =>
+            {
                 ItemRead::NotModified(item)
             }
             Some(item) => ItemRead::Found(item),

@@ -147,7 +147,8 @@ impl Store {
         let Some(cache) = &i.cache else {
             // No cache, so no version floors: reads that must see this replica's own writes
             // stay on the primary.
-            let model = self.read(id).await?;
+            // Boxed, as a miss below: see there.
+            let model = Box::pin(self.read(id)).await?;
             return Ok(model.as_ref().map(CachedItem::from_model));
         };
         let span = tracing::debug_span!(
@@ -159,7 +160,9 @@ impl Store {
         let (slot, lookup) = async {
             match cache.get(id).await {
                 Some(slot) => Ok((slot, Lookup::Hit)),
-                None => cache.load(id, |floor| self.load(id, floor)).await,
+                // Boxed: a load's future is kilobytes, and unboxed it would size this one and
+                // every future around it, so each hit would move kilobytes it never uses.
+                None => Box::pin(cache.load(id, |floor| self.load(id, floor))).await,
             }
         }
         .instrument(span.clone())
