@@ -105,6 +105,45 @@ async fn postgres_pool_exhaustion_gives_quick_503() {
     app.stop().await;
 }
 
+/// A `PUT` to `path` that holds the one in-flight place, stuck behind the write lock: admitted
+/// by the write pool and still in flight (beside the scrape that reads so). SQLite now and then
+/// answers such a write `SQLITE_BUSY` at once instead of waiting out its busy timeout (a 503, no
+/// longer in flight): then it is sent again.
+async fn slow_write_in_flight(
+    app: &TestApp,
+    path: &str,
+) -> tokio::task::JoinHandle<reqwest::Result<u16>> {
+    let write_pool = ["pool=\"write\""];
+    for _ in 0..5 {
+        let admitted = metric(&app.scrape().await, WAITS, &write_pool);
+        let (client, url) = (app.client.clone(), app.url(path));
+        let slow = tokio::spawn(async move {
+            client
+                .put(url)
+                .json(&json!({"name": "slow"}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        });
+        let started = Instant::now();
+        while !slow.is_finished() {
+            let text = app.scrape().await;
+            if metric(&text, WAITS, &write_pool) > admitted
+                && metric(&text, "http_server_active_requests", &[]) >= 2.0
+            {
+                return slow;
+            }
+            // A no-hang guard, not a timing assertion.
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the PUT never got in"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    panic!("five PUTs in a row were answered at once instead of waiting for the lock");
+}
+
 /// Holds SQLite's write lock from another connection so that a PUT to `app` hangs in the
 /// database (up to its busy timeout); returns the connection, to `COMMIT` on.
 async fn hold_write_lock(app: &TestApp) -> sea_orm::DatabaseConnection {
@@ -124,22 +163,7 @@ async fn in_flight_cap_answers_503_at_once() {
     let item = app.create(json!({"name": "x"})).await;
     let path = format!("/data/{}", item["id"]);
     let lock = hold_write_lock(&app).await;
-    let write_pool = ["pool=\"write\""];
-    let admitted = metric(&app.scrape().await, WAITS, &write_pool);
-    let slow = {
-        let (client, url) = (app.client.clone(), app.url(&path));
-        tokio::spawn(async move {
-            client
-                .put(url)
-                .json(&json!({"name": "slow"}))
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-        })
-    };
-    // The slow write holds the one in-flight place once the write pool has admitted it.
-    app.wait_for_metric(WAITS, &write_pool, |n| n > admitted)
-        .await;
+    let slow = slow_write_in_flight(&app, &path).await;
     let started = Instant::now();
     let resp = app.get(&path).await;
     // A no-hang guard, not a timing assertion: "at once" means well before the slow write's
@@ -149,6 +173,7 @@ async fn in_flight_cap_answers_503_at_once() {
         "answered at once: {:?}",
         started.elapsed()
     );
+    assert_eq!(resp.status().as_u16(), 503, "{:?}", resp.headers());
     assert_eq!(resp.headers()["retry-after"], "1");
     let p = problem(resp, 503).await;
     assert_eq!(p["type"], "urn:problem:data-api:overloaded");
