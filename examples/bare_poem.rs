@@ -3,10 +3,16 @@
 //! - `bare_poem <address> <body file>`: a bare poem handler answering `GET /data/:id` with fixed
 //!   bytes and the headers a data-api hit carries (`content-type`, `etag`, `cache-control`): the
 //!   yardstick for a cache hit (the body of a real hit, e.g. from curl).
+//! - `bare_poem <address> --items <file>`: the same, but each id answers its own item's bytes and
+//!   ETag (the file holds one body per line, as data-api answers them: `curl -w '\n'
+//!   '…/data/[1-1000]'`), from a `Vec` indexed by id: the yardstick for a hit on many items, which
+//!   also pays for each item's bytes not being in the CPU's caches, as data-api does.
 //! - `bare_poem <address> --postgres <url> <connections>`: the same route answered by one
 //!   prepared `SELECT` by primary key through a plain sqlx pool (no pre-ping) and the row written
 //!   as JSON: what an HTTP service doing one query per request can reach on this machine, the
 //!   yardstick between a cache-off miss and pgbench, which has no HTTP hop at all.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -30,6 +36,49 @@ fn item(body: Data<&Bytes>) -> Response {
         .header(header::ETAG, HeaderValue::from_static("\"1\""))
         .header(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))
         .body(body.0.clone())
+}
+
+/// Each item's body and ETag, at its id.
+struct Items(Vec<Option<(Bytes, HeaderValue)>>);
+
+impl Items {
+    /// One JSON body per line, each with its `id` and `version`.
+    fn load(path: &str) -> anyhow::Result<Self> {
+        let mut items = Vec::new();
+        for line in std::fs::read_to_string(path)?
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            let value: serde_json::Value = serde_json::from_str(line)?;
+            let field = |name| {
+                value[name]
+                    .as_u64()
+                    .ok_or_else(|| anyhow::anyhow!("no {name}"))
+            };
+            let (id, version) = (usize::try_from(field("id")?)?, field("version")?);
+            if items.len() <= id {
+                items.resize(id + 1, None);
+            }
+            let etag = HeaderValue::from_str(&format!("\"{version}\""))?;
+            items[id] = Some((Bytes::from(line.to_owned()), etag));
+        }
+        Ok(Self(items))
+    }
+}
+
+#[handler]
+fn each_item(Path(id): Path<usize>, items: Data<&Arc<Items>>) -> Response {
+    let Some(Some((body, etag))) = items.0.0.get(id) else {
+        return StatusCode::NOT_FOUND.into();
+    };
+    Response::builder()
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        )
+        .header(header::ETAG, etag.clone())
+        .header(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))
+        .body(body.clone())
 }
 
 #[handler]
@@ -79,6 +128,11 @@ async fn main() -> anyhow::Result<()> {
                 .connect(&url)
                 .await?;
             let app = Route::new().at("/data/:id", get(pg_item)).data(pool);
+            Server::new(listener).run(app).await?;
+        }
+        Some("--items") => {
+            let items = Arc::new(Items::load(&args.next().unwrap_or_default())?);
+            let app = Route::new().at("/data/:id", get(each_item)).data(items);
             Server::new(listener).run(app).await?;
         }
         path => {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # data-api against what the machine can do without it, side by side in alternating rounds:
-#   hit:  GET /data/{id} from the cache (SQLite)  vs  examples/bare_poem answering the same bytes
+#   hit:  GET /data/{id} from the cache (SQLite)  vs  examples/bare_poem answering the same bytes: item 1's
+#         for every id (one body, always in the CPU's caches), and each id its own item's (each item)
 #   miss: GET /data/{id}, cache off, PostgreSQL    vs  pgbench, the same SELECT by primary key (prepared),
 #         and vs examples/bare_poem --postgres (one prepared SELECT per request through a plain sqlx
 #         pool, the row as JSON: an HTTP service with nothing else in it)
@@ -26,19 +27,37 @@ cleanup() {
 }
 trap cleanup EXIT
 ready() { for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$1/$2" >/dev/null && return; sleep 0.1; done; echo "port $1 not ready" >&2; exit 1; }
-# shellcheck source=alternate.sh
-source loadtests/wrk/alternate.sh
 
 if [[ ",$rows," == *",hit,"* ]]; then
   echo "== hit: data-api (SQLite, cache on, telemetry on) vs bare poem, wrk -t2 -c$conns"
+  echo "   (bare, one body: item 1's bytes for every id; bare, each item: every id its own bytes)"
   url="sqlite://$work/hit.db?mode=rwc"
   $bin seed --database-url "$url" --items 1000 --quiet >/dev/null
   a=$(free_port); RUST_LOG=warn $bin --database-url "$url" --bind "127.0.0.1:$a" --access-log false & pids+=($!)
   ready "$a" health/ready
   curl -sf "http://127.0.0.1:$a/data/1" > "$work/body.json"
+  curl -sf "http://127.0.0.1:$a/data/[1-1000]" -w '\n' > "$work/items.jsonl"
   b=$(free_port); $bare "127.0.0.1:$b" "$work/body.json" & pids+=($!)
-  ready "$b" data/1
-  alternate "$a" "$b" get_random.lua 1000 "$rounds" "$dur" "$conns"
+  c=$(free_port); $bare "127.0.0.1:$c" --items "$work/items.jsonl" & pids+=($!)
+  ready "$b" data/1; ready "$c" data/1
+  hits() { MAX_ID=1000 wrk -t2 -c"$conns" -d"$dur" -s loadtests/wrk/get_random.lua "http://127.0.0.1:$1" |
+    sed -n 's/^RESULT rps=\([0-9]*\).*non2xx=0 .*/\1/p'; }
+  for port in "$a" "$b" "$c"; do MAX_ID=1000 wrk -t2 -c"$conns" -d3s -s loadtests/wrk/get_random.lua "http://127.0.0.1:$port" >/dev/null; done
+  results=()
+  for r in $(seq 1 "$rounds"); do
+    x=$(hits "$a"); y=$(hits "$b"); z=$(hits "$c")
+    [[ -n "$x" && -n "$y" && -n "$z" ]] || { echo "a hit run failed (non-2xx answers)" >&2; exit 1; }
+    results+=("$x $y $z")
+    printf 'round %d: data-api %6d req/s   bare, one body %6d   ratio %.3f   bare, each item %6d   ratio %.3f\n' \
+      "$r" "$x" "$y" "$(echo "$x / $y" | bc -l)" "$z" "$(echo "$x / $z" | bc -l)"
+  done
+  printf '%s\n' "${results[@]}" | python3 -c '
+import statistics, sys
+rows = [tuple(map(float, l.split())) for l in sys.stdin if l.strip()]
+for name, i in (("one body", 1), ("each item", 2)):
+    r = [row[0] / row[i] for row in rows]
+    print(f"vs bare, {name}: data-api {statistics.median(x[0] for x in rows):.0f} req/s, bare {statistics.median(x[i] for x in rows):.0f} req/s, "
+          f"median per-pair ratio {statistics.median(r):.3f} (min {min(r):.3f}, max {max(r):.3f})")'
 fi
 
 if [[ ",$rows," == *",miss,"* || ",$rows," == *",put,"* ]]; then
