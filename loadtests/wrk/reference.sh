@@ -26,6 +26,9 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# rps <max id> <wrk script> <port> <duration>: requests a second, empty if any answer was not 2xx
+rps() { MAX_ID=$1 wrk -t2 -c"$conns" -d"$4" -s "loadtests/wrk/$2" "http://127.0.0.1:$3" |
+  sed -n 's/^RESULT rps=\([0-9]*\).*non2xx=0 .*/\1/p'; }
 ready() { for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$1/$2" >/dev/null && return; sleep 0.1; done; echo "port $1 not ready" >&2; exit 1; }
 
 if [[ ",$rows," == *",hit,"* ]]; then
@@ -40,9 +43,8 @@ if [[ ",$rows," == *",hit,"* ]]; then
   b=$(free_port); $bare "127.0.0.1:$b" "$work/body.json" & pids+=($!)
   c=$(free_port); $bare "127.0.0.1:$c" --items "$work/items.jsonl" & pids+=($!)
   ready "$b" data/1; ready "$c" data/1
-  hits() { MAX_ID=1000 wrk -t2 -c"$conns" -d"$dur" -s loadtests/wrk/get_random.lua "http://127.0.0.1:$1" |
-    sed -n 's/^RESULT rps=\([0-9]*\).*non2xx=0 .*/\1/p'; }
-  for port in "$a" "$b" "$c"; do MAX_ID=1000 wrk -t2 -c"$conns" -d3s -s loadtests/wrk/get_random.lua "http://127.0.0.1:$port" >/dev/null; done
+  hits() { rps 1000 get_random.lua "$1" "$dur"; }
+  for port in "$a" "$b" "$c"; do rps 1000 get_random.lua "$port" 3s >/dev/null; done
   results=()
   for r in $(seq 1 "$rounds"); do
     x=$(hits "$a"); y=$(hits "$b"); z=$(hits "$c")
@@ -67,8 +69,7 @@ if [[ ",$rows," == *",miss,"* || ",$rows," == *",put,"* ]]; then
   printf '\\set id random(1, 100000)\nUPDATE data_items SET name = '"'"'pgbench'"'"', version = version + 1, updated_at = now() WHERE id = :id;\n' > "$work/update.sql"
   pg() { pgbench -h 127.0.0.1 -U postgres -n -M prepared -c "$dbconns" -j 2 -T "$secs" -f "$work/$1" "$db" 2>/dev/null |
     sed -n 's/^tps = \([0-9.]*\).*/\1/p' | cut -d. -f1; }
-  api() { MAX_ID=100000 wrk -t2 -c"$conns" -d"$dur" -s "loadtests/wrk/$1" "http://127.0.0.1:$2" |
-    sed -n 's/^RESULT rps=\([0-9]*\).*non2xx=0 .*/\1/p'; }
+  api() { rps 100000 "$1" "$2" "$dur"; }
   bare_pg() {  # one wrk run against a fresh bare_poem --postgres (its pool lives only for the run)
     local port; port=$(free_port)
     $bare "127.0.0.1:$port" --postgres "$url" "$dbconns" & local pid=$!
