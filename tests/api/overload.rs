@@ -7,7 +7,7 @@ use reqwest::Method;
 use sea_orm::ConnectionTrait;
 use serde_json::json;
 
-use crate::helpers::{TestApp, metric, problem};
+use crate::helpers::{STATE_WAIT, TestApp, metric, problem};
 
 /// Admissions to a pool (one per query that got a connection, waiting or not).
 const WAITS: &str = "db_client_connection_wait_time_seconds_count";
@@ -134,10 +134,7 @@ async fn slow_write_in_flight(
                 return slow;
             }
             // A no-hang guard, not a timing assertion.
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the PUT never got in"
-            );
+            assert!(started.elapsed() < STATE_WAIT, "the PUT never got in");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
