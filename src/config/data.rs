@@ -53,6 +53,13 @@ pub struct DbSettings {
     #[arg(long = "db-acquire-timeout", env = "DATA_API_DB_ACQUIRE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub acquire_timeout: Duration,
 
+    /// How long start-up waits for PostgreSQL to take connections, trying again with growing
+    /// pauses, before it gives up (0s: one try). Only what waiting can mend is waited out: a
+    /// refused or lost connection, a server starting up or full, a timeout; a wrong password or
+    /// a missing database ends the start at once. Env: DATA_API_DB_START_WAIT.
+    #[arg(long = "db-start-wait", env = "DATA_API_DB_START_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub start_wait: Duration,
+
     /// Connections are recycled after this long. Env: DATA_API_DB_MAX_LIFETIME.
     #[arg(long = "db-max-lifetime", env = "DATA_API_DB_MAX_LIFETIME", default_value = "1h", value_parser = humantime::parse_duration)]
     pub max_lifetime: Duration,

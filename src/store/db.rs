@@ -151,7 +151,9 @@ pub async fn connect(settings: &DbSettings) -> anyhow::Result<Db> {
     let (pool, size) = connect_lazy(url, settings)
         .await
         .context("connecting to the database")?;
-    pool.ping().await.context("connecting to the database")?;
+    super::start_wait::ping_within(&pool, settings.start_wait)
+        .await
+        .context("connecting to the database")?;
     warm_up(&pool, size.min);
     Ok(Db::one(pool, size))
 }

@@ -47,6 +47,17 @@ impl DbFailure {
     }
 }
 
+/// Whether a failure to reach the database may pass by itself: no connection in time, a refused
+/// or lost connection, a server starting up, shutting down or full. A wrong password, a missing
+/// database or a bad URL will not.
+pub fn may_mend_by_waiting(err: &DbErr) -> bool {
+    match err {
+        DbErr::ConnectionAcquire(_) => true,
+        DbErr::Conn(RuntimeErr::SqlxError(e)) => cannot_serve(e),
+        _ => false,
+    }
+}
+
 fn cannot_serve(e: &Sqlx) -> bool {
     matches!(
         e,

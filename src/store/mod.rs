@@ -13,6 +13,7 @@ pub mod listener;
 pub mod pool;
 pub mod repo;
 pub mod standby;
+pub mod start_wait;
 
 use std::sync::Arc;
 

@@ -24,4 +24,5 @@ mod pg_cluster;
 mod replicas;
 mod shutdown;
 mod standbys;
+mod start_wait;
 mod tracing;
