@@ -7,6 +7,8 @@
 #   lists: GET /data?limit=50&after=<random>
 # Then, per server and workload, the primary's CPU per request (its processes' /proc counters),
 # i.e. how much of the read load left the primary. Both databases share this machine's cores.
+# $A_FLAGS and $B_FLAGS add flags to either server; B_READS=standby gives B the standby too,
+# e.g. what batching fills on the standby buys: B_READS=standby B_FLAGS="--db-read-batches 0".
 # Usage: loadtests/wrk/standby.sh [rounds=4] [duration=8s] [connections=32]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,10 +43,16 @@ until [[ $(psql "$standby" -Atc "select count(*) from data_items") == "$items" ]
 
 a=$(free_port); b=$(free_port)
 common=(--database-url "$primary" --cache-capacity 1000 --db-max-connections 16 --access-log false)
-RUST_LOG=warn $bin "${common[@]}" --bind "127.0.0.1:$a" --database-read-url "$standby" & pids+=($!)
-RUST_LOG=warn $bin "${common[@]}" --bind "127.0.0.1:$b" & pids+=($!)
+b_reads=(); [[ ${B_READS:-} == standby ]] && b_reads=(--database-read-url "$standby")
+# shellcheck disable=SC2086 # the flags are lists
+RUST_LOG=warn $bin "${common[@]}" --bind "127.0.0.1:$a" --database-read-url "$standby" ${A_FLAGS:-} & pids+=($!)
+# shellcheck disable=SC2086
+RUST_LOG=warn $bin "${common[@]}" --bind "127.0.0.1:$b" "${b_reads[@]}" ${B_FLAGS:-} & pids+=($!)
 ready "$a" health/ready; ready "$b" health/ready
-until curl -s "http://127.0.0.1:$a/metrics" | grep -q 'db_replica_state{pool="standby-0",state="serving"} 1'; do sleep 0.2; done
+serving='db_replica_state{pool="standby-0",state="serving"} 1'
+until curl -s "http://127.0.0.1:$a/metrics" | grep -q "$serving"; do sleep 0.2; done
+[[ -z ${b_reads[*]} ]] || until curl -s "http://127.0.0.1:$b/metrics" | grep -q "$serving"; do sleep 0.2; done
+b_is=${B_READS:-primary}
 
 # CPU seconds the primary's processes have used: the postmaster (with the children it reaped)
 # and its live children.
@@ -76,7 +84,7 @@ primary_load() { # port script: one run, and the primary's CPU per 1,000 request
 }
 for w in "fills get_random.lua" "lists list_random.lua"; do
   set -- $w
-  echo "== $1: A = reads on the standby, B = reads on the primary (wrk -t2 -c$conns, $dur rounds)"
+  echo "== $1: A = reads on the standby ${A_FLAGS:-}, B = reads on the $b_is ${B_FLAGS:-} (wrk -t2 -c$conns, $dur rounds)"
   alternate "$a" "$b" "$2" "$items" "$rounds" "$dur" "$conns"
   echo "   A: $(primary_load "$a" "$2")"
   echo "   B: $(primary_load "$b" "$2")"

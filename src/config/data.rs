@@ -76,10 +76,10 @@ pub struct DbSettings {
     #[arg(long = "db-ping-idle-after", env = "DATA_API_DB_PING_IDLE_AFTER", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub ping_idle_after: Duration,
 
-    /// Most batches of item reads in flight on the primary at once. Item reads (cache fills, and
-    /// `GET /data/{id}` without a cache) that arrive while every batch is busy wait and go
-    /// together, as one `WHERE id IN (…)` query of at most 64 items; a read that finds a batch
-    /// free goes at once. 0: one query per read. Env: DATA_API_DB_READ_BATCHES.
+    /// Most batches of item reads in flight at once on the primary, and on each standby. Item
+    /// reads (cache fills, and `GET /data/{id}` without a cache) that arrive while every batch
+    /// is busy wait and go together, as one `WHERE id IN (…)` query of at most 64 items; a read
+    /// that finds a batch free goes at once. 0: one query per read. Env: DATA_API_DB_READ_BATCHES.
     #[arg(
         long = "db-read-batches",
         env = "DATA_API_DB_READ_BATCHES",

@@ -190,7 +190,7 @@ impl Store {
     async fn load(&self, id: i64, floor: Option<i64>) -> Result<Slot, DbErr> {
         let i = &self.inner;
         if let Some(s) = i.standbys.as_ref().and_then(|s| s.pick()) {
-            match s.pool.run(DbOp::Select, repo::get(&s.db, id)).await {
+            match s.read(id).await {
                 Ok(model) if floor <= model.as_ref().map(|m| m.version) => {
                     return Ok(slot_of(model));
                 }

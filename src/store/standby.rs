@@ -14,7 +14,8 @@
 //! The read path checks one atomic word per standby: the epoch it serves in. Fills still carry
 //! the slot's version floor (see `cache`) and are re-read on the primary when a standby's answer
 //! is older; any error from a standby (down, a query canceled by a recovery conflict) is retried
-//! on the primary, so a standby never fails a read the primary could answer.
+//! on the primary, so a standby never fails a read the primary could answer. Fills are batched
+//! on each standby as on the primary (`batch`); the floor is checked per read, on its own row.
 
 use std::{
     collections::VecDeque,
@@ -29,10 +30,13 @@ use metrics::{Counter, Gauge};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement};
 
 use super::{
+    batch::ReadBatcher,
     coherence::Coherence,
     db::{self, PoolStats},
+    entity::Model,
     failure::DbFailure,
-    pool::Pool,
+    pool::{DbOp, Pool},
+    repo,
 };
 use crate::{
     config::DbSettings,
@@ -131,7 +135,9 @@ impl Fallback {
 /// One standby: its pool, and whether it serves now.
 pub struct Standby {
     pub db: DatabaseConnection,
-    pub pool: Pool,
+    pub pool: Arc<Pool>,
+    /// Item reads, batched as on the primary; `None` with `--db-read-batches 0`.
+    batched: Option<ReadBatcher>,
     /// The cache epoch it serves reads in (`NONE`: it does not).
     serving_in: AtomicU64,
     fallbacks: [Counter; Fallback::ALL.len()],
@@ -141,6 +147,14 @@ pub struct Standby {
 }
 
 impl Standby {
+    /// Reads item `id` here, in a batch unless batching is off.
+    pub async fn read(&self, id: i64) -> Result<Option<Model>, DbErr> {
+        match &self.batched {
+            Some(batched) => batched.get(id).await,
+            None => self.pool.run(DbOp::Select, repo::get(&self.db, id)).await,
+        }
+    }
+
     /// Counts a read that goes to the primary instead.
     pub fn fell_back(&self, why: Fallback) {
         self.fallbacks[why as usize].increment(1);
@@ -226,10 +240,15 @@ impl Standbys {
             );
             let (conn, size) = db::connect_lazy(url, settings).await?;
             let pool = Pool::new(metrics, name, "postgresql", size, settings.acquire_timeout);
+            let pool = Arc::new(pool);
+            let lanes = settings.read_batches;
+            let batched =
+                (lanes > 0).then(|| ReadBatcher::start(conn.clone(), pool.clone(), lanes));
             let label = [("pool", name)];
             list.push(Standby {
                 db: conn,
                 pool,
+                batched,
                 serving_in: AtomicU64::new(NONE),
                 fallbacks: Fallback::ALL.map(|f| {
                     metrics.counter(

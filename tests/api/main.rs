@@ -23,6 +23,7 @@ mod overload;
 mod pg_cluster;
 mod replicas;
 mod shutdown;
+mod standby_fills;
 mod standbys;
 mod start_wait;
 mod tracing;

@@ -6,6 +6,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
+    sync::Arc,
 };
 
 pub struct Cluster {
@@ -138,6 +139,29 @@ impl Cluster {
         };
         run(cmd.args(args))
     }
+}
+
+/// A running throwaway primary and a running streaming standby of it (`settings`: the
+/// standby's extra `-c` options), or why no cluster can be made here (a test then skips).
+pub async fn primary_and_standby(
+    settings: &'static str,
+) -> Result<(Arc<Cluster>, Arc<Cluster>), String> {
+    let primary = Arc::new(blocking(Cluster::create).await?);
+    let p = primary.clone();
+    blocking(move || p.start()).await;
+    let p = primary.clone();
+    let standby = blocking(move || Cluster::standby_of(&p, settings))
+        .await
+        .map(Arc::new)
+        .expect("a standby made with pg_basebackup");
+    let s = standby.clone();
+    blocking(move || s.start()).await;
+    Ok((primary, standby))
+}
+
+/// Runs the blocking `f` (a server tool) off the tests' runtime threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("task")
 }
 
 impl Drop for Cluster {

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::checker::{Log, analyse, longest_window, phase, scrape, wait_metric};
 use crate::helpers::{Binary, STATE_WAIT, metric, skip};
-use crate::pg_cluster::Cluster;
+use crate::pg_cluster::primary_and_standby;
 
 const ITEMS: usize = 20;
 const REPLICAS: usize = 3;
@@ -90,27 +90,10 @@ async fn on_standby(url: &str, sql: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_reads_never_answer_older_through_faults() {
-    let primary = match tokio::task::spawn_blocking(Cluster::create)
-        .await
-        .expect("task")
-    {
-        Ok(c) => Arc::new(c),
+    let (primary, standby) = match primary_and_standby(STANDBY_SETTINGS).await {
+        Ok(pair) => pair,
         Err(why) => return skip(&format!("no throwaway PostgreSQL cluster: {why}")),
     };
-    let p = primary.clone();
-    tokio::task::spawn_blocking(move || p.start())
-        .await
-        .expect("task");
-    let p = primary.clone();
-    let standby = tokio::task::spawn_blocking(move || Cluster::standby_of(&p, STANDBY_SETTINGS))
-        .await
-        .expect("task")
-        .map(Arc::new)
-        .expect("a standby made with pg_basebackup");
-    let s = standby.clone();
-    tokio::task::spawn_blocking(move || s.start())
-        .await
-        .expect("task");
     let (url, standby_url) = (primary.url(), standby.url());
     let lease = format!("{}ms", LEASE.as_millis());
     let args = [
