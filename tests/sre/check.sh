@@ -16,6 +16,8 @@ fi
 if need docker-compose "compose file check"; then
     docker-compose config -q && echo "docker-compose.yml: valid"
 fi
+# The compose file's standby scripts against throwaway clusters (SKIPPED without initdb).
+bash tests/sre/compose_standby.sh
 python3 tests/sre/dashboard_check.py grafana/dashboards/data-api.json
 if need prometheus "end-to-end dashboard check"; then
     python3 tests/sre/e2e.py "$api" "$load"
