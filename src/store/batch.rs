@@ -57,25 +57,48 @@ impl Waiter {
     }
 }
 
-/// Reads of single items on one pool of one database, batched.
+/// Reads of single items on one pool of one database, batched unless `--db-read-batches 0`.
 pub struct ReadBatcher {
     db: DatabaseConnection,
     pool: Arc<Pool>,
-    queue: mpsc::UnboundedSender<Waiter>,
+    /// `None`: batching is off, each read runs its own query.
+    queue: Option<mpsc::UnboundedSender<Waiter>>,
 }
 
 impl ReadBatcher {
-    /// A batcher for reads on `db` through `pool`, with at most `lanes` batches in flight; it
-    /// starts its dispatcher task, which ends when the batcher is dropped.
+    /// A batcher for reads on `db` through `pool`, with at most `lanes` batches in flight (0:
+    /// none, each read alone); it starts its dispatcher task, which ends when the batcher is
+    /// dropped.
     pub fn start(db: DatabaseConnection, pool: Arc<Pool>, lanes: u32) -> Self {
-        let (queue, waiting) = mpsc::unbounded_channel();
-        let lanes = Arc::new(Semaphore::new(lanes.max(1) as usize));
-        tokio::spawn(dispatch(waiting, db.clone(), pool.clone(), lanes));
+        let queue = (lanes > 0).then(|| {
+            let (queue, waiting) = mpsc::unbounded_channel();
+            let lanes = Arc::new(Semaphore::new(lanes as usize));
+            tokio::spawn(dispatch(waiting, db.clone(), pool.clone(), lanes));
+            queue
+        });
         Self { db, pool, queue }
     }
 
-    /// The item with `id`, read in the next batch.
+    /// The item with `id`, read in the next batch, or alone if batching is off or its batch
+    /// failed (its own query then says why).
     pub async fn get(&self, id: i64) -> Result<Option<Model>, DbErr> {
+        if let Some(queue) = &self.queue
+            && let Some(answer) = self.in_batch(queue, id).await
+        {
+            return answer;
+        }
+        self.pool
+            .run(DbOp::Select, super::repo::get(&self.db, id))
+            .await
+    }
+
+    /// `id` read in the next batch; `None` if the batch's query failed (or the dispatcher is
+    /// gone), for the read to run alone.
+    async fn in_batch(
+        &self,
+        queue: &mpsc::UnboundedSender<Waiter>,
+        id: i64,
+    ) -> Option<Result<Option<Model>, DbErr>> {
         let span = self.pool.span(DbOp::Select);
         let (reply, mut answer) = oneshot::channel();
         let claimed = Arc::new(AtomicBool::new(false));
@@ -84,34 +107,29 @@ impl ReadBatcher {
             reply,
             claimed: claimed.clone(),
         };
-        if self.queue.send(waiter).is_ok() {
-            let waited = tokio::time::timeout(self.pool.timeout(), &mut answer)
-                .instrument(span.clone())
-                .await;
-            let reply = match waited {
-                Ok(reply) => reply,
-                Err(_) if !claimed.swap(true, Ordering::AcqRel) => {
-                    return Err(self.pool.gave_up(DbOp::Select));
-                }
-                // Taken into a batch just as the wait ran out: its answer is on the way.
-                Err(_) => answer.instrument(span.clone()).await,
-            };
-            match reply {
-                Ok(Ok((row, size))) => {
-                    // As an integer attribute (a usize would be exported as text).
-                    span.record("db.operation.batch.size", size as i64);
-                    return Ok(row);
-                }
-                Ok(Err(BatchFailed::PoolTimeout)) => {
-                    return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
-                }
-                Ok(Err(BatchFailed::Query)) | Err(_) => {}
+        queue.send(waiter).ok()?;
+        let waited = tokio::time::timeout(self.pool.timeout(), &mut answer)
+            .instrument(span.clone())
+            .await;
+        let reply = match waited {
+            Ok(reply) => reply,
+            Err(_) if !claimed.swap(true, Ordering::AcqRel) => {
+                return Some(Err(self.pool.gave_up(DbOp::Select)));
             }
+            // Taken into a batch just as the wait ran out: its answer is on the way.
+            Err(_) => answer.instrument(span.clone()).await,
+        };
+        match reply {
+            Ok(Ok((row, size))) => {
+                // As an integer attribute (a usize would be exported as text).
+                span.record("db.operation.batch.size", size as i64);
+                Some(Ok(row))
+            }
+            Ok(Err(BatchFailed::PoolTimeout)) => {
+                Some(Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)))
+            }
+            Ok(Err(BatchFailed::Query)) | Err(_) => None,
         }
-        // The batch failed (or the dispatcher is gone): this read's own query says why.
-        self.pool
-            .run(DbOp::Select, super::repo::get(&self.db, id))
-            .await
     }
 }
 

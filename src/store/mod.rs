@@ -49,8 +49,8 @@ struct Inner {
     /// Where reads run; on PostgreSQL the same pool as `writes`.
     reads: Arc<Pool>,
     writes: Arc<Pool>,
-    /// Item reads on the primary, batched; `None` with `--db-read-batches 0`.
-    batched: Option<ReadBatcher>,
+    /// Item reads on the primary, batched unless `--db-read-batches 0`.
+    item_reads: ReadBatcher,
     /// Streaming standbys that may take lists and cache fills.
     standbys: Option<Arc<Standbys>>,
 }
@@ -94,8 +94,7 @@ impl Store {
             (pool("read", read), pool("write", write))
         };
         let lanes = settings.db.read_batches;
-        let batched =
-            (lanes > 0).then(|| ReadBatcher::start(db.read.clone(), reads.clone(), lanes));
+        let item_reads = ReadBatcher::start(db.read.clone(), reads.clone(), lanes);
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -104,7 +103,7 @@ impl Store {
                 cache_metrics,
                 reads,
                 writes,
-                batched,
+                item_reads,
                 standbys,
             }),
         }
@@ -203,12 +202,9 @@ impl Store {
 
     /// Reads item `id` on the primary, in a batch unless batching is off.
     async fn read(&self, id: i64) -> Result<Option<Model>, DbErr> {
-        let i = &self.inner;
-        match &i.batched {
-            Some(batched) => batched.get(id).await,
-            None => i.reads.run(DbOp::Select, repo::get(&i.db.read, id)).await,
-        }
+        self.inner.item_reads.get(id).await
     }
+
     /// Creates an item and answers it as stored.
     pub async fn create(&self, item: NewItem) -> Result<Arc<CachedItem>, DbErr> {
         let this = self.clone();

@@ -35,8 +35,7 @@ use super::{
     db::{self, PoolStats},
     entity::Model,
     failure::DbFailure,
-    pool::{DbOp, Pool},
-    repo,
+    pool::Pool,
 };
 use crate::{
     config::DbSettings,
@@ -136,8 +135,8 @@ impl Fallback {
 pub struct Standby {
     pub db: DatabaseConnection,
     pub pool: Arc<Pool>,
-    /// Item reads, batched as on the primary; `None` with `--db-read-batches 0`.
-    batched: Option<ReadBatcher>,
+    /// Item reads, batched as on the primary.
+    item_reads: ReadBatcher,
     /// The cache epoch it serves reads in (`NONE`: it does not).
     serving_in: AtomicU64,
     fallbacks: [Counter; Fallback::ALL.len()],
@@ -149,10 +148,7 @@ pub struct Standby {
 impl Standby {
     /// Reads item `id` here, in a batch unless batching is off.
     pub async fn read(&self, id: i64) -> Result<Option<Model>, DbErr> {
-        match &self.batched {
-            Some(batched) => batched.get(id).await,
-            None => self.pool.run(DbOp::Select, repo::get(&self.db, id)).await,
-        }
+        self.item_reads.get(id).await
     }
 
     /// Counts a read that goes to the primary instead.
@@ -241,14 +237,12 @@ impl Standbys {
             let (conn, size) = db::connect_lazy(url, settings).await?;
             let pool = Pool::new(metrics, name, "postgresql", size, settings.acquire_timeout);
             let pool = Arc::new(pool);
-            let lanes = settings.read_batches;
-            let batched =
-                (lanes > 0).then(|| ReadBatcher::start(conn.clone(), pool.clone(), lanes));
+            let item_reads = ReadBatcher::start(conn.clone(), pool.clone(), settings.read_batches);
             let label = [("pool", name)];
             list.push(Standby {
                 db: conn,
                 pool,
-                batched,
+                item_reads,
                 serving_in: AtomicU64::new(NONE),
                 fallbacks: Fallback::ALL.map(|f| {
                     metrics.counter(
