@@ -11,21 +11,28 @@ use std::time::Duration;
 use data_api::{config::Settings, startup::App};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::helpers::{STATE_WAIT, TestApp, skip};
 
-/// A port on 127.0.0.1 that nothing listens on.
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
+/// A port on 127.0.0.1 that nothing listens on, held (bound, never listening) for as long as the
+/// socket lives: connections to it are refused, and no other test's server can be given it (a
+/// port freed again could be, and the service's tries would land on that server).
+fn closed_port() -> (TcpSocket, u16) {
+    let socket = TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("literal address"))
+        .expect("bind a free port");
+    let port = socket.local_addr().expect("local address").port();
+    (socket, port)
 }
 
 /// The real binary, pointed at a port where no database listens, exits once its start wait is
 /// over, having tried more than once, and says what it waited for.
 #[tokio::test]
 async fn start_gives_up_after_the_start_wait_and_says_so() {
-    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", closed_port());
+    let (_held, port) = closed_port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_data-api"))
         .args(["serve", "--bind", "127.0.0.1:0", "--database-url", &url])
         .args(["--db-start-wait", "1s", "--db-acquire-timeout", "200ms"])
