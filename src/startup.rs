@@ -56,6 +56,11 @@ impl App {
             api::auth::ApiKeys::load(auth.api_keys.as_deref(), auth.api_key_file.as_deref())?;
         if keys.enabled() {
             tracing::info!("writes need an API key");
+        } else {
+            tracing::warn!(
+                "writes are OPEN: anyone who reaches this service can create, change and delete \
+                 items (set --api-keys or --api-key-file to require a key)"
+            );
         }
         let metrics = Arc::new(Metrics::new(settings.metrics.enabled));
         listener::register(&metrics);

@@ -38,11 +38,18 @@ impl ApiKeys {
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("reading API key file {}: {e}", path.display()))?;
-            keys.extend(
-                text.lines()
-                    .map(|l| l.trim().to_owned())
-                    .filter(|l| !l.starts_with('#')),
+            let from_file: Vec<String> = text
+                .lines()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .collect();
+            // An empty file is a deployment mistake (a secret not mounted yet), not a choice.
+            anyhow::ensure!(
+                !from_file.is_empty(),
+                "API key file {} holds no key; remove --api-key-file to leave writes open",
+                path.display()
             );
+            keys.extend(from_file);
         }
         Ok(Self {
             keys: keys
@@ -162,5 +169,10 @@ mod tests {
         let keys = ApiKeys::load(Some(" old-key , "), Some(&file)).unwrap();
         assert_eq!(keys.keys, vec![b"old-key".to_vec(), b"new-key".to_vec()]);
         assert!(!ApiKeys::load(None, None).unwrap().enabled());
+        std::fs::write(&file, "# nothing yet\n\n").unwrap();
+        assert!(
+            ApiKeys::load(None, Some(&file)).is_err(),
+            "a file with no key"
+        );
     }
 }

@@ -53,6 +53,13 @@ pub struct DbSettings {
     #[arg(long = "db-acquire-timeout", env = "DATA_API_DB_ACQUIRE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub acquire_timeout: Duration,
 
+    /// PostgreSQL: longest any statement of the service may run (`statement_timeout`) before the
+    /// server cancels it and the request gets 503; cache fills are bounded by this plus
+    /// `--db-acquire-timeout` on both backends. Migrations are exempt. At least 1ms.
+    /// Env: DATA_API_DB_STATEMENT_TIMEOUT.
+    #[arg(long = "db-statement-timeout", env = "DATA_API_DB_STATEMENT_TIMEOUT", default_value = "5s", value_parser = super::positive)]
+    pub statement_timeout: Duration,
+
     /// How long start-up waits for PostgreSQL to take connections, trying again with growing
     /// pauses, before it gives up (0s: one try). Only what waiting can mend is waited out: a
     /// refused or lost connection, a server starting up or full, a timeout; a wrong password or
@@ -143,7 +150,7 @@ pub struct CacheSettings {
     /// With several replicas: the cache serves hits only while this replica's own heartbeat
     /// (sent every fifth of this) came back through the invalidation channel within it; it
     /// bounds how stale a read from another replica's cache can be when notifications are lost.
-    /// Env: DATA_API_CACHE_LEASE.
-    #[arg(long = "cache-lease", env = "DATA_API_CACHE_LEASE", default_value = "1s", value_parser = humantime::parse_duration)]
+    /// At least 10ms. Env: DATA_API_CACHE_LEASE.
+    #[arg(long = "cache-lease", env = "DATA_API_CACHE_LEASE", default_value = "1s", value_parser = super::lease)]
     pub lease: Duration,
 }

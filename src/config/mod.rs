@@ -112,6 +112,34 @@ impl Settings {
     }
 }
 
+/// A secret that protects something: set but empty or blank is refused, since it protects
+/// nothing while the operator believes it does (a templating mistake, usually).
+fn secret(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() {
+        return Err("is empty: an empty secret protects nothing; unset it instead".into());
+    }
+    Ok(value.to_owned())
+}
+
+/// The cache lease: heartbeats go every fifth of it and the lease is checked every tenth, so
+/// it must leave room for both (0 would stop the listener at start).
+fn lease(value: &str) -> Result<std::time::Duration, String> {
+    let lease = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if lease < std::time::Duration::from_millis(10) {
+        return Err("must be at least 10ms".into());
+    }
+    Ok(lease)
+}
+
+/// A duration that must not be zero (a zero timeout would fail everything it bounds).
+fn positive(value: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be more than 0".into());
+    }
+    Ok(d)
+}
+
 /// A group's documented defaults, ignoring the environment (so tests are hermetic).
 pub fn defaults<T: Args + FromArgMatches>() -> T {
     let command = T::augment_args(clap::Command::new("defaults")).mut_args(|a| a.env(None));
@@ -203,6 +231,25 @@ mod tests {
     #[test]
     fn rejects_bad_durations() {
         assert!(parse(&["--cache-ttl", "soon"]).is_err());
+        assert!(parse(&["--cache-lease", "0s"]).is_err());
+        assert!(parse(&["--cache-lease", "9ms"]).is_err());
+        assert!(parse(&["--cache-lease", "10ms"]).is_ok());
+    }
+
+    /// Secrets that are set but hold nothing fail the start instead of failing open.
+    #[test]
+    fn empty_secrets_are_refused() {
+        for empty in ["", " ", "\t"] {
+            assert!(parse(&["--metrics-token", empty]).is_err(), "{empty:?}");
+        }
+        for none in ["", " ", ",", " , ,"] {
+            assert!(parse(&["--api-keys", none]).is_err(), "{none:?}");
+        }
+        assert!(parse(&["--metrics-token", "t0ken"]).is_ok());
+        assert!(
+            parse(&["--api-keys", "k1,"]).is_ok(),
+            "a trailing comma, one key"
+        );
     }
 
     #[test]

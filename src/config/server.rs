@@ -65,10 +65,18 @@ pub struct LimitSettings {
     #[arg(long, env = "DATA_API_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
 
-    /// Longest a request may take; past it the client gets 503 problem+json (a write that was
-    /// already under way still completes). 0s: no limit. Env: DATA_API_REQUEST_TIMEOUT.
+    /// Longest a request may take once its body has arrived; past it the client gets 503
+    /// problem+json (a write that was already under way still completes). 0s: no limit.
+    /// Env: DATA_API_REQUEST_TIMEOUT.
     #[arg(long, env = "DATA_API_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+
+    /// Longest the body of a POST/PUT/PATCH may take to arrive after its head; past it the
+    /// client gets 408 problem+json and the connection is closed. Bodies are read before a
+    /// request takes an in-flight permit, so slow senders hold connections, never permits.
+    /// 0s: no limit. Env: DATA_API_BODY_TIMEOUT.
+    #[arg(long, env = "DATA_API_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
 }
 
 /// How responses are shaped for clients and browsers.
@@ -96,14 +104,24 @@ pub struct HttpSettings {
 pub struct AuthSettings {
     /// API keys for writes, comma-separated: POST/PUT/PATCH/DELETE then need
     /// `Authorization: Bearer <key>` (401 without, 403 with a wrong one). Several keys allow
-    /// rotation. Unset: writes are open. Env: DATA_API_KEYS.
-    #[arg(long, env = "DATA_API_KEYS", hide_env_values = true)]
+    /// rotation. Unset: writes are open (logged as a warning at start); set but holding no key
+    /// (empty, blank, only commas) is refused at start. Env: DATA_API_KEYS.
+    #[arg(long, env = "DATA_API_KEYS", hide_env_values = true, value_parser = key_list)]
     pub api_keys: Option<String>,
 
-    /// File with one API key per line (`#` comments allowed), added to `--api-keys`.
-    /// Env: DATA_API_KEY_FILE.
+    /// File with one API key per line (`#` comments allowed), added to `--api-keys`; a file
+    /// holding no key is refused at start. Env: DATA_API_KEY_FILE.
     #[arg(long, env = "DATA_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
+}
+
+/// A list of API keys that holds at least one: an empty list is a templating mistake that
+/// would leave writes open while the operator believes they are protected.
+fn key_list(value: &str) -> Result<String, String> {
+    if value.split(',').all(|k| k.trim().is_empty()) {
+        return Err("holds no key; unset it to leave writes open".into());
+    }
+    Ok(value.to_owned())
 }
 
 /// A header value we send as configured: visible ASCII and spaces, so it reads back as the same

@@ -98,11 +98,13 @@ pub struct MetricsSettings {
     pub dashboard_window: Duration,
 
     /// Require the token on `/metrics` and `/dashboard`: `Authorization: Bearer <token>`, or
-    /// HTTP Basic with the token as the password (browsers). Env: DATA_API_METRICS_TOKEN.
+    /// HTTP Basic with the token as the password (browsers). Set but empty (or blank) is refused at
+    /// start: unset it to leave the endpoints open. Env: DATA_API_METRICS_TOKEN.
     #[arg(
         long = "metrics-token",
         env = "DATA_API_METRICS_TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = super::secret
     )]
     pub token: Option<String>,
 }

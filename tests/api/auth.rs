@@ -115,3 +115,55 @@ async fn spec_declares_the_bearer_scheme() {
     assert_eq!(app.create(json!({"name": "open"})).await["version"], 1);
     app.stop().await;
 }
+
+/// The real binary with `env` set: refused at start, naming `variable`; nothing listens.
+async fn refused_at_start(env: &[(&str, &str)], variable: &str) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_data-api"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--database-url", &url])
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(crate::helpers::STATE_WAIT, run)
+        .await
+        .expect("refused at once, not served")
+        .expect("running data-api");
+    assert!(!out.status.success(), "{env:?} must not start");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains(variable), "names {variable}: {said}");
+    assert!(!said.contains("listening"), "{said}");
+}
+
+/// Secrets set but empty (a templating mistake) fail the start instead of leaving `/metrics`,
+/// `/dashboard` or writes open while the operator believes they are protected.
+#[tokio::test]
+async fn empty_secrets_are_refused_at_start() {
+    refused_at_start(&[("DATA_API_METRICS_TOKEN", "")], "--metrics-token").await;
+    refused_at_start(&[("DATA_API_METRICS_TOKEN", "  ")], "--metrics-token").await;
+    refused_at_start(&[("DATA_API_KEYS", "")], "--api-keys").await;
+    refused_at_start(&[("DATA_API_KEYS", " , ")], "--api-keys").await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("keys");
+    std::fs::write(&file, "# to be mounted\n").expect("key file");
+    let path = file.display().to_string();
+    refused_at_start(&[("DATA_API_KEY_FILE", path.as_str())], "holds no key").await;
+    refused_at_start(&[("DATA_API_CACHE_LEASE", "0s")], "--cache-lease").await;
+}
+
+/// With no key configured the service starts, and says loudly that writes are open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_writes_are_logged_as_a_warning() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let bin = crate::helpers::Binary::start(&["--database-url", &url], &[]);
+    let logs = bin.stop().await;
+    let warned = logs.iter().any(|l| {
+        let v: Value = serde_json::from_str(l).unwrap_or_default();
+        v["level"] == "WARN"
+            && v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("writes are OPEN"))
+    });
+    assert!(warned, "no warning about open writes in {logs:#?}");
+}
