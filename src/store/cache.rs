@@ -17,10 +17,13 @@
 //! lease is not held the cache serves nothing and stores nothing; a change notification drops an
 //! entry older than the change, under the same per-key lock as everything else.
 //!
-//! With standbys (`standby`), a slot can also hold a version floor: a version this replica knows
-//! was committed (from its own write or a notification), never served as a hit. A fill reads
-//! from a standby with the floor in hand, and re-reads from the primary when the standby's answer
-//! is older (see `Store::load`). Floors are facts about the database, so they hold in any epoch.
+//! What this replica knows was committed (its own writes and deletes, change notices) is also
+//! recorded as a version mark (`marks`), outside the cache: facts about the database, kept in any
+//! epoch, with or without the lease, whatever the cache admits or evicts. A fill gets the id's
+//! mark (a standby's answer older than it is read again on the primary, see `Store::load`), and
+//! after storing its answer looks at the mark again: a notice that arrived meanwhile is applied
+//! without waiting for the fill's lock (so one slow fill cannot stall the feed), and the fill
+//! drops what it stored if the mark is newer.
 
 use std::{
     sync::Arc,
@@ -35,7 +38,12 @@ use moka::{
 };
 use poem::http::HeaderValue;
 
-use super::{cache_metrics::CacheMetrics, coherence::Coherence, entity::Model};
+use super::{
+    cache_metrics::CacheMetrics,
+    coherence::Coherence,
+    entity::Model,
+    marks::{Mark, Marks},
+};
 
 /// A ready-to-send item: its JSON body and ETag, so a hit costs a lookup and two refcount bumps.
 #[derive(Debug)]
@@ -98,9 +106,6 @@ pub enum Slot {
     Missing,
     /// The item was deleted; ids are never reused, so this is final.
     Deleted,
-    /// Never served: this version (or a newer one) was committed, so a fill must be at least as
-    /// new. Kept only with standbys.
-    Floor(i64),
 }
 
 impl Slot {
@@ -108,16 +113,16 @@ impl Slot {
     fn bytes(&self) -> usize {
         match self {
             Slot::Found(item) => item.body.len(),
-            Slot::Missing | Slot::Deleted | Slot::Floor(_) => 0,
+            Slot::Missing | Slot::Deleted => 0,
         }
     }
 
-    /// The version this slot proves was committed, if any.
-    fn floor(&self) -> Option<i64> {
-        match self {
-            Slot::Found(item) => Some(item.version),
-            Slot::Floor(v) => Some(*v),
-            Slot::Missing | Slot::Deleted => None,
+    /// Whether this answer is at least as new as `mark`.
+    fn meets(&self, mark: Option<Mark>) -> bool {
+        match (self, mark) {
+            (_, None) => true,
+            (Slot::Found(item), Some(m)) => m.admits(Some(item.version)),
+            (Slot::Missing | Slot::Deleted, Some(m)) => m.admits(None),
         }
     }
 }
@@ -184,7 +189,7 @@ impl Expiry<i64, Entry> for Ttl {
 impl Ttl {
     fn ttl(&self, v: &Slot) -> Duration {
         match v {
-            Slot::Found(_) | Slot::Floor(_) => self.found,
+            Slot::Found(_) => self.found,
             Slot::Missing | Slot::Deleted => self.absent,
         }
     }
@@ -208,8 +213,7 @@ pub struct ItemCache {
     inner: Cache<i64, Entry>,
     metrics: CacheMetrics,
     coherence: Arc<Coherence>,
-    /// Whether writes and notifications leave version floors (with standbys).
-    floors: bool,
+    marks: Arc<Marks>,
 }
 
 impl ItemCache {
@@ -249,14 +253,13 @@ impl ItemCache {
             inner,
             metrics,
             coherence,
-            floors: false,
+            marks: Arc::new(Marks::default()),
         }
     }
 
-    /// Keeps version floors for fills from standbys (see the module's notes).
-    pub fn with_floors(mut self) -> Self {
-        self.floors = true;
-        self
+    /// The version marks this cache records and fills obey.
+    pub fn marks(&self) -> &Arc<Marks> {
+        &self.marks
     }
 
     /// Applies pending evictions and publishes the entry count and size.
@@ -272,48 +275,64 @@ impl ItemCache {
             return None;
         }
         let entry = self.inner.get(&id).await?;
-        let servable = entry.epoch == state.epoch() && !matches!(entry.slot, Slot::Floor(_));
-        servable.then_some(entry.slot)
+        (entry.epoch == state.epoch()).then_some(entry.slot)
     }
 
     /// Answers a miss: loads with `load` under the key's lock unless another request already has
-    /// (in this epoch); without the lease, loads and stores nothing. `load` gets the version
-    /// floor the slot holds, if any: what it returns must be at least that new.
+    /// (in this epoch); without the lease, loads and stores nothing. `load` gets the id's mark,
+    /// if any: what it returns must be at least that new.
     pub async fn load<F, Fut, E>(&self, id: i64, load: F) -> Result<(Slot, Lookup), E>
     where
-        F: FnOnce(Option<i64>) -> Fut,
+        F: FnOnce(Option<Mark>) -> Fut,
         Fut: Future<Output = Result<Slot, E>>,
         E: Send + Sync + 'static,
     {
         let state = self.coherence.now();
         if !state.serving() {
-            return Ok((load(None).await?, Lookup::Bypass));
+            return Ok((load(self.marks.get(id)).await?, Lookup::Bypass));
         }
         let epoch = state.epoch();
+        let marks = &self.marks;
+        // What a load answered when it was too old to keep.
+        let unkept = std::sync::Mutex::new(None);
+        let unkept_ref = &unkept;
         let result = self
             .inner
             .entry(id)
             .and_try_compute_with(|existing| async move {
-                let known = existing.as_ref().map(|e| e.value());
-                match known {
-                    Some(e) if e.epoch == epoch && !matches!(e.slot, Slot::Floor(_)) => Ok(Op::Nop),
+                match existing.as_ref().map(|e| e.value()) {
+                    Some(e) if e.epoch == epoch => Ok(Op::Nop),
                     // Tagged with the epoch read before the load: if a flush came meanwhile,
                     // this entry is never served.
                     _ => {
-                        let floor = known.and_then(|e| e.slot.floor());
-                        load(floor).await.map(|slot| Op::Put(Entry { epoch, slot }))
+                        let slot = load(marks.get(id)).await?;
+                        // A change heard while loading: answer, but do not keep, the older.
+                        if slot.meets(marks.get(id)) {
+                            return Ok(Op::Put(Entry { epoch, slot }));
+                        }
+                        *unkept_ref.lock().unwrap_or_else(|p| p.into_inner()) = Some(slot);
+                        Ok(Op::Remove)
                     }
                 }
             })
             .await?;
         Ok(match result {
             CompResult::Inserted(e) | CompResult::ReplacedWith(e) => {
-                self.metrics.add_bytes(e.value().slot.bytes());
-                (e.into_value().slot, Lookup::Miss)
+                let slot = e.into_value().slot;
+                self.metrics.add_bytes(slot.bytes());
+                // A notice applied between the check above and the store (it takes no lock):
+                // its mark is recorded before it removes, so one of the two sees the other.
+                if !slot.meets(self.marks.get(id)) {
+                    self.inner.invalidate(&id).await;
+                }
+                (slot, Lookup::Miss)
             }
             CompResult::Unchanged(e) => (e.into_value().slot, Lookup::Coalesced),
-            // Not produced by the closure above; answer as "not found" rather than panic.
-            CompResult::StillNone(_) | CompResult::Removed(_) => (Slot::Missing, Lookup::Miss),
+            // Stored nothing: a newer change was heard during the load.
+            CompResult::StillNone(_) | CompResult::Removed(_) => {
+                let slot = unkept.lock().unwrap_or_else(|p| p.into_inner()).take();
+                (slot.unwrap_or(Slot::Missing), Lookup::Miss)
+            }
         })
     }
 
@@ -322,12 +341,18 @@ impl ItemCache {
         self.coherence.now().epoch()
     }
 
-    /// After a committed create or update that started in `epoch`: replace an older entry or a
-    /// cached "not found" of that epoch (with floors: raise the floor of an empty slot). After a
-    /// flush, stores nothing: the write may have raced with changes whose notifications were lost.
+    /// After a committed create or update that started in `epoch`: records its mark, and replaces
+    /// an older entry or a cached "not found" of that epoch. Never fills an empty slot. After a
+    /// flush (the epoch moved during the write) it drops an older entry instead of storing: the
+    /// write may have raced with changes whose notices were lost, so the next read loads.
     pub async fn publish(&self, id: i64, item: Arc<CachedItem>, epoch: u64) {
+        self.marks.record(id, Mark::Version(item.version));
         let state = self.coherence.now();
-        if !state.serving() || state.epoch() != epoch {
+        if !state.serving() {
+            return;
+        }
+        if state.epoch() != epoch {
+            self.drop_older(id, item.version).await;
             return;
         }
         let result = self
@@ -349,30 +374,7 @@ impl ItemCache {
                         epoch,
                         slot: Slot::Found(item),
                     }),
-                    // Our own notification may have come first: the floor is this version.
-                    Some(Entry {
-                        epoch: e,
-                        slot: Slot::Floor(f),
-                    }) if *e == epoch && *f <= item.version => Op::Put(Entry {
-                        epoch,
-                        slot: Slot::Found(item),
-                    }),
-                    // Not the item (a late writer must not resurrect a deleted one), only the
-                    // fact that its version exists: the next fill re-reads if a standby is older.
-                    Some(Entry { slot, .. })
-                        if self.floors
-                            && !matches!(slot, Slot::Deleted)
-                            && slot.floor() < Some(item.version) =>
-                    {
-                        Op::Put(Entry {
-                            epoch,
-                            slot: Slot::Floor(item.version),
-                        })
-                    }
-                    None if self.floors => Op::Put(Entry {
-                        epoch,
-                        slot: Slot::Floor(item.version),
-                    }),
+                    // An entry of another epoch is never served; the next read replaces it.
                     _ => Op::Nop,
                 };
                 std::future::ready(op)
@@ -383,9 +385,11 @@ impl ItemCache {
         }
     }
 
-    /// After a committed delete: leave a tombstone, whatever was there (deletes are final, so
-    /// the current epoch may keep it).
+    /// After a committed delete: records it, and leaves a tombstone whatever was there (deletes
+    /// are final, so the current epoch may keep it). Takes no key lock: a fill in flight sees
+    /// the mark and keeps nothing older.
     pub async fn tombstone(&self, id: i64) {
+        self.marks.record(id, Mark::Deleted);
         let state = self.coherence.now();
         if !state.serving() {
             return;
@@ -394,42 +398,41 @@ impl ItemCache {
             epoch: state.epoch(),
             slot: Slot::Deleted,
         };
-        self.inner
-            .entry(id)
-            .and_compute_with(|_| std::future::ready(Op::Put(entry)))
-            .await;
+        self.inner.insert(id, entry).await;
     }
 
-    /// A change committed anywhere (this replica included): drop what is older (with floors:
-    /// leave the change's version as the floor). Returns whether anything changed here.
+    /// A change committed anywhere (this replica included): records its mark and drops what is
+    /// older. Takes no key lock, so a slow fill of the same id cannot hold up the feed. Returns
+    /// whether anything changed here.
     pub async fn invalidate(&self, id: i64, change: Change) -> bool {
-        if change == Change::Deleted {
-            self.tombstone(id).await;
-            return true;
+        match change {
+            Change::Deleted => {
+                let known = self.inner.get(&id).await;
+                self.tombstone(id).await;
+                !matches!(known.map(|e| e.slot), Some(Slot::Deleted))
+            }
+            Change::Written(version) => {
+                self.marks.record(id, Mark::Version(version));
+                self.drop_older(id, version).await
+            }
         }
-        let Change::Written(version) = change else {
-            return false;
+    }
+
+    /// Drops the entry of `id` unless it already holds `version` or newer (or a delete).
+    async fn drop_older(&self, id: i64, version: i64) -> bool {
+        let current = match self.inner.get(&id).await {
+            None => return false,
+            Some(e) => e.slot,
         };
-        let floor = Entry {
-            epoch: self.coherence.now().epoch(),
-            slot: Slot::Floor(version),
-        };
-        let result = self
-            .inner
-            .entry(id)
-            .and_compute_with(|existing| {
-                let slot = existing.as_ref().map(|e| &e.value().slot);
-                let op = match slot {
-                    Some(Slot::Deleted) => Op::Nop,
-                    Some(known) if known.floor().is_some_and(|v| v >= version) => Op::Nop,
-                    _ if self.floors => Op::Put(floor),
-                    None => Op::Nop,
-                    Some(_) => Op::Remove,
-                };
-                std::future::ready(op)
-            })
-            .await;
-        !matches!(result, CompResult::Unchanged(_) | CompResult::StillNone(_))
+        match current {
+            Slot::Deleted => false,
+            Slot::Found(item) if item.version >= version => false,
+            // A newer entry stored between the look and the removal only costs a miss.
+            Slot::Found(_) | Slot::Missing => {
+                self.inner.invalidate(&id).await;
+                true
+            }
+        }
     }
 
     /// Retires every entry and drops the lease (see `Coherence::flush`), and frees the memory.
@@ -662,7 +665,6 @@ mod tests {
             Some(Slot::Found(i)) => Some(i.version),
             Some(Slot::Deleted) => Some(-1),
             Some(Slot::Missing) => Some(0),
-            Some(Slot::Floor(_)) => panic!("a floor is never served"),
             None => None,
         }
     }
@@ -716,6 +718,12 @@ mod tests {
         release.send(()).unwrap();
         reader.await.unwrap().unwrap();
         writer.await.unwrap();
+        // v2 itself, or nothing (the fill saw v2's mark and kept nothing; the next read loads).
+        let now = version(cache.get(1).await);
+        assert!(matches!(now, Some(2) | None), "{now:?}");
+        if now.is_none() {
+            fill_expecting(&cache, 1, Some(Mark::Version(2)), Slot::Found(item(1, 2))).await;
+        }
         assert_eq!(version(cache.get(1).await), Some(2));
     }
 
@@ -823,11 +831,11 @@ mod tests {
         assert_eq!(version(cache.get(3).await), Some(-1), "deletes are final");
     }
 
-    /// A load that must see `floor` and answers `slot`.
-    async fn fill_expecting(cache: &ItemCache, id: i64, floor: Option<i64>, slot: Slot) {
+    /// A load that must see `mark` and answers `slot`.
+    async fn fill_expecting(cache: &ItemCache, id: i64, mark: Option<Mark>, slot: Slot) {
         let (_, lookup) = cache
             .load(id, |seen| async move {
-                assert_eq!(seen, floor, "the fill of {id} gets the floor");
+                assert_eq!(seen, mark, "the fill of {id} gets the mark");
                 Ok::<_, std::convert::Infallible>(slot)
             })
             .await
@@ -836,16 +844,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn with_standbys_writes_and_notices_leave_floors_that_fills_see_and_hits_never_serve() {
-        let cache = replicated().with_floors();
-        assert!(cache.invalidate(1, Change::Written(3)).await, "a notice");
-        assert_eq!(version(cache.get(1).await), None, "a floor is not a hit");
-        fill_expecting(&cache, 1, Some(3), Slot::Found(item(1, 3))).await;
+    async fn writes_and_notices_leave_marks_that_fills_see_and_hits_never_serve() {
+        let cache = replicated();
+        assert!(
+            !cache.invalidate(1, Change::Written(3)).await,
+            "nothing cached"
+        );
+        assert_eq!(version(cache.get(1).await), None, "a mark is not a hit");
+        fill_expecting(&cache, 1, Some(Mark::Version(3)), Slot::Found(item(1, 3))).await;
         assert_eq!(version(cache.get(1).await), Some(3));
 
         assert!(cache.invalidate(1, Change::Written(5)).await);
         assert_eq!(version(cache.get(1).await), None, "the older item is gone");
-        fill_expecting(&cache, 1, Some(5), Slot::Found(item(1, 5))).await;
+        fill_expecting(&cache, 1, Some(Mark::Version(5)), Slot::Found(item(1, 5))).await;
         assert!(
             !cache.invalidate(1, Change::Written(4)).await,
             "an older notice changes nothing"
@@ -853,26 +864,131 @@ mod tests {
 
         cache.publish(2, item(2, 7), cache.epoch()).await;
         assert_eq!(version(cache.get(2).await), None, "our write, not cached");
-        fill_expecting(&cache, 2, Some(7), Slot::Found(item(2, 7))).await;
-
-        assert!(cache.invalidate(3, Change::Written(2)).await);
-        cache.publish(3, item(3, 2), cache.epoch()).await;
-        assert_eq!(
-            version(cache.get(3).await),
-            Some(2),
-            "our write replaces the floor its own notice left"
-        );
+        fill_expecting(&cache, 2, Some(Mark::Version(7)), Slot::Found(item(2, 7))).await;
 
         fill(&cache, 4, Slot::Missing).await;
         assert!(
             cache.invalidate(4, Change::Written(1)).await,
             "created elsewhere"
         );
-        fill_expecting(&cache, 4, Some(1), Slot::Found(item(4, 1))).await;
+        fill_expecting(&cache, 4, Some(Mark::Version(1)), Slot::Found(item(4, 1))).await;
 
         cache.tombstone(5).await;
         assert!(!cache.invalidate(5, Change::Written(9)).await);
         assert_eq!(version(cache.get(5).await), Some(-1), "deletes stay final");
+        assert_eq!(cache.marks().get(5), Some(Mark::Deleted));
+    }
+
+    /// A fill older than its mark (a standby behind) is answered but never kept.
+    #[tokio::test]
+    async fn a_fill_older_than_the_mark_is_not_kept() {
+        let cache = replicated();
+        cache.publish(1, item(1, 4), cache.epoch()).await;
+        let (slot, lookup) = cache
+            .load(1, |_| async {
+                Ok::<_, std::convert::Infallible>(Slot::Found(item(1, 3)))
+            })
+            .await
+            .unwrap();
+        assert_eq!((version(Some(slot)), lookup), (Some(3), Lookup::Miss));
+        assert_eq!(version(cache.get(1).await), None, "not kept");
+        cache.tombstone(2).await;
+        cache.flush(super::super::coherence::Flush::Lease);
+        let c = cache.coherence();
+        c.heartbeat_returned(c.clock_ms());
+        fill(&cache, 2, Slot::Found(item(2, 1))).await;
+        assert_eq!(
+            version(cache.get(2).await),
+            None,
+            "a delete outlives a flush"
+        );
+    }
+
+    /// Marks do not go through the cache's admission: in a cache full of often-read entries, a
+    /// write to a rarely-read id still reaches that id's next fill (defect 1 of issue 25).
+    #[tokio::test]
+    async fn marks_survive_a_full_cache() {
+        let cache = replicated();
+        for round in 0..5 {
+            for id in 0..100 {
+                if round == 0 {
+                    fill(&cache, id, Slot::Found(item(id, 1))).await;
+                }
+                let _ = cache.get(id).await;
+            }
+        }
+        for id in 1_000..1_200 {
+            cache.publish(id, item(id, 2), cache.epoch()).await;
+            cache.tombstone(id + 1_000).await;
+        }
+        cache.inner.run_pending_tasks().await;
+        assert!(cache.inner.entry_count() <= 100);
+        for id in 1_000..1_200 {
+            fill_expecting(&cache, id, Some(Mark::Version(2)), Slot::Found(item(id, 2))).await;
+            assert_eq!(cache.marks().get(id + 1_000), Some(Mark::Deleted));
+        }
+    }
+
+    /// A notice for an id whose fill is stuck in the database applies at once, and the fill,
+    /// when it ends, keeps nothing older (defect 7 of issue 25).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_fill_does_not_hold_up_a_notice() {
+        let cache = replicated();
+        let (reader, release) = slow_load(&cache, item(1, 1)).await;
+        let applied = tokio::time::timeout(
+            Duration::from_secs(10),
+            cache.invalidate(1, Change::Written(2)),
+        )
+        .await;
+        assert!(applied.is_ok(), "the notice waited for the fill's lock");
+        release.send(()).unwrap();
+        let (slot, _) = reader.await.unwrap().unwrap();
+        assert_eq!(version(Some(slot)), Some(1), "the reader gets what it read");
+        assert_eq!(version(cache.get(1).await), None, "but it is not kept");
+    }
+
+    /// A write during which the cache was flushed (and the lease came back) still keeps its
+    /// replica from answering the older version (defect 6 of issue 25).
+    #[tokio::test]
+    async fn a_write_across_a_flush_drops_the_older_entry() {
+        let cache = replicated();
+        let started_in = cache.epoch();
+        cache.flush(super::super::coherence::Flush::Reconnect);
+        let c = cache.coherence();
+        c.heartbeat_returned(c.clock_ms());
+        fill(&cache, 1, Slot::Found(item(1, 1))).await;
+        assert_eq!(version(cache.get(1).await), Some(1));
+        cache.publish(1, item(1, 2), started_in).await;
+        assert_eq!(version(cache.get(1).await), None, "v1 is no longer served");
+        fill_expecting(&cache, 1, Some(Mark::Version(2)), Slot::Found(item(1, 2))).await;
+    }
+
+    /// Without the lease, writes and deletes still leave marks, and the bypassing reads (which
+    /// may go to a standby) get them (defect 5 of issue 25).
+    #[tokio::test]
+    async fn without_the_lease_marks_are_kept_and_given_to_reads() {
+        let metrics = crate::metrics::Metrics::new(true);
+        let cache = cache_with(Coherence::replicated(&metrics, Duration::from_secs(60)));
+        cache.tombstone(1).await;
+        cache.publish(2, item(2, 5), cache.epoch()).await;
+        let seen = |id| {
+            let cache = cache.clone();
+            async move {
+                let (_, lookup) = cache
+                    .load(id, |mark| async move {
+                        Ok::<_, std::convert::Infallible>(match mark {
+                            Some(Mark::Version(v)) => Slot::Found(item(id, v)),
+                            _ => Slot::Deleted,
+                        })
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(lookup, Lookup::Bypass);
+                cache.marks().get(id)
+            }
+        };
+        assert_eq!(seen(1).await, Some(Mark::Deleted));
+        assert_eq!(seen(2).await, Some(Mark::Version(5)));
     }
 
     #[tokio::test]

@@ -125,9 +125,17 @@ pub async fn migrate(db: &Db, url: &str) -> anyhow::Result<()> {
         .execute(&mut lock)
         .await
         .context("taking the migration lock")?;
-    let applied = Migrator::up(&db.write, None)
+    // On a connection of its own, without the service's statement timeout: building an index
+    // on a large table may take longer than any request should.
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.max_connections(1).sqlx_logging(false);
+    let conn = Database::connect(opts)
+        .await
+        .context("connecting for migrations")?;
+    let applied = Migrator::up(&conn, None)
         .await
         .context("applying migrations");
+    let _ = conn.close().await;
     // Closing the session releases the lock too; unlock first to say so plainly.
     let _ = sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(MIGRATION_LOCK)
@@ -280,6 +288,10 @@ fn options(url: &str, settings: &DbSettings, max: u32, min: u32) -> ConnectOptio
         .idle_timeout(settings.idle_timeout)
         .sqlx_logging(settings.log_statements);
     opts.test_before_acquire_if_idle_for(settings.ping_idle_after);
+    if url.starts_with("postgres") {
+        let ms = settings.statement_timeout.as_millis().max(1).to_string();
+        opts.map_sqlx_postgres_opts(move |o| o.options([("statement_timeout", ms.as_str())]));
+    }
     opts
 }
 

@@ -10,6 +10,7 @@ pub mod entity;
 pub mod failure;
 pub mod idempotency;
 pub mod listener;
+pub mod marks;
 pub mod pool;
 pub mod repo;
 pub mod standby;
@@ -30,6 +31,7 @@ use coherence::Coherence;
 pub use db::Db;
 pub use entity::Model;
 pub use failure::DbFailure;
+use marks::Mark;
 use pool::{DbOp, Pool};
 pub use repo::{Changes, NewItem, Precondition, WriteOutcome};
 use standby::{Fallback, Standbys};
@@ -53,6 +55,9 @@ struct Inner {
     item_reads: ReadBatcher,
     /// Streaming standbys that may take lists and cache fills.
     standbys: Option<Arc<Standbys>>,
+    /// Longest a cache fill may take (pool wait plus statement); past it the read fails, so a
+    /// version mark older than this protects no fill in flight.
+    fill_bound: std::time::Duration,
 }
 
 impl Store {
@@ -73,12 +78,7 @@ impl Store {
         let cache_metrics = CacheMetrics::new(metrics, bound);
         let cache = (c.capacity > 0).then(|| {
             let m = cache_metrics.clone();
-            let cache = ItemCache::new(bound, c.ttl, c.negative_ttl, m, coherence);
-            if standbys.is_some() {
-                cache.with_floors()
-            } else {
-                cache
-            }
+            ItemCache::new(bound, c.ttl, c.negative_ttl, m, coherence)
         });
         let system = match db.backend() {
             DbBackend::Postgres => "postgresql",
@@ -105,6 +105,9 @@ impl Store {
                 writes,
                 item_reads,
                 standbys,
+                fill_bound: settings.db.acquire_timeout
+                    + settings.db.statement_timeout
+                    + FILL_MARGIN,
             }),
         }
     }
@@ -136,9 +139,23 @@ impl Store {
             standbys.sample();
         }
         match &i.cache {
-            Some(cache) => cache.sample().await,
+            Some(cache) => {
+                cache.sample().await;
+                self.prune_marks(cache);
+            }
             None => i.cache_metrics.sample(0),
         }
+    }
+
+    /// Drops the version marks no read can need any more: older than any fill in flight, and
+    /// replayed by every standby that answers (see `marks`).
+    fn prune_marks(&self, cache: &ItemCache) {
+        let i = &self.inner;
+        let mut before = marks::before(marks::now(), i.fill_bound);
+        if let Some(replayed) = i.standbys.as_ref().and_then(|s| s.replayed_by_all()) {
+            before = before.min(replayed);
+        }
+        cache.marks().prune(before);
     }
 
     /// The item with `id`, ready to send, or `None` if there is none.
@@ -162,7 +179,7 @@ impl Store {
                 Some(slot) => Ok((slot, Lookup::Hit)),
                 // Boxed: a load's future is kilobytes, and unboxed it would size this one and
                 // every future around it, so each hit would move kilobytes it never uses.
-                None => Box::pin(cache.load(id, |floor| self.load(id, floor))).await,
+                None => Box::pin(cache.load(id, |mark| self.load(id, mark))).await,
             }
         }
         .instrument(span.clone())
@@ -179,25 +196,39 @@ impl Store {
         span.record("cache.result", lookup.as_str());
         Ok(match slot {
             Slot::Found(item) => Some(item),
-            // A floor is never a hit, and a load never returns one.
-            Slot::Missing | Slot::Deleted | Slot::Floor(_) => None,
+            Slot::Missing | Slot::Deleted => None,
         })
     }
 
-    /// Reads item `id` for the cache, from a standby when one serves and its answer is at least
-    /// as new as `floor` (a version known to exist); else from the primary.
-    async fn load(&self, id: i64, floor: Option<i64>) -> Result<Slot, DbErr> {
+    /// Reads item `id` for the cache within the fill bound: from a standby when one may take
+    /// fills and its answer is at least as new as `mark` (what this replica knows was
+    /// committed); else from the primary.
+    async fn load(&self, id: i64, mark: Option<Mark>) -> Result<Slot, DbErr> {
         let i = &self.inner;
-        if let Some(s) = i.standbys.as_ref().and_then(|s| s.pick()) {
-            match s.read(id).await {
-                Ok(model) if floor <= model.as_ref().map(|m| m.version) => {
-                    return Ok(slot_of(model));
+        let load = async {
+            let marks_dropped = i.cache.as_ref().map_or(0, |c| c.marks().dropped_before());
+            if let Some(s) = i
+                .standbys
+                .as_ref()
+                .and_then(|s| s.pick_for_fill(marks_dropped))
+            {
+                match s.read(id).await {
+                    Ok(model)
+                        if mark.is_none_or(|m| m.admits(model.as_ref().map(|m| m.version))) =>
+                    {
+                        return Ok(slot_of(model));
+                    }
+                    Ok(_) => s.fell_back(Fallback::Floor),
+                    Err(e) => s.fell_back(Fallback::of(&e)),
                 }
-                Ok(_) => s.fell_back(Fallback::Floor),
-                Err(e) => s.fell_back(Fallback::of(&e)),
             }
-        }
-        Ok(slot_of(self.read(id).await?))
+            Ok(slot_of(self.read(id).await?))
+        };
+        tokio::time::timeout(i.fill_bound, load)
+            .await
+            .unwrap_or(Err(DbErr::ConnectionAcquire(
+                sea_orm::ConnAcquireErr::Timeout,
+            )))
     }
 
     /// Reads item `id` on the primary, in a batch unless batching is off.
@@ -327,6 +358,9 @@ impl Store {
         i.reads.run(DbOp::List, q).await
     }
 }
+
+/// Slack on top of the pool wait and the statement timeout before a fill counts as stuck.
+const FILL_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the cache keeps for a row read from the database.
 fn slot_of(model: Option<Model>) -> Slot {

@@ -11,11 +11,14 @@
 //!   epoch; a heartbeat sent after the gap carries the primary's position, and until the
 //!   standby has replayed past it, changes whose notices were lost may be missing there.
 //!
-//! The read path checks one atomic word per standby: the epoch it serves in. Fills still carry
-//! the slot's version floor (see `cache`) and are re-read on the primary when a standby's answer
-//! is older; any error from a standby (down, a query canceled by a recovery conflict) is retried
+//! The read path checks one atomic word per standby: the epoch it serves in. A fill also needs
+//! the standby to have replayed past every version mark this replica has dropped (see `marks`),
+//! carries the id's mark, and is re-read on the primary when the standby's answer is older; any error from a standby (down, a query canceled by a recovery conflict) is retried
 //! on the primary, so a standby never fails a read the primary could answer. Fills are batched
-//! on each standby as on the primary (`batch`); the floor is checked per read, on its own row.
+//! on each standby as on the primary (`batch`); the mark is checked per read, on its own row.
+//!
+//! Positions are sampled with the time the question was asked, not answered, so lag never reads
+//! low; when the primary's position cannot be had, nothing can be judged and no standby serves.
 
 use std::{
     collections::VecDeque,
@@ -35,6 +38,7 @@ use super::{
     db::{self, PoolStats},
     entity::Model,
     failure::DbFailure,
+    marks::{self, Stamp},
     pool::Pool,
 };
 use crate::{
@@ -87,7 +91,7 @@ impl State {
 /// Why a read was run again on the primary (the `reason` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fallback {
-    /// The standby's answer was older than the slot's version floor.
+    /// The standby's answer was older than what this replica knows was committed (its mark).
     Floor,
     /// The standby canceled the query for a conflict with recovery.
     Conflict,
@@ -139,6 +143,9 @@ pub struct Standby {
     item_reads: ReadBatcher,
     /// The cache epoch it serves reads in (`NONE`: it does not).
     serving_in: AtomicU64,
+    /// It has replayed every change committed before this moment (a `marks::Stamp`; 0: none
+    /// known).
+    replayed_through: AtomicU64,
     fallbacks: [Counter; Fallback::ALL.len()],
     lag: Gauge,
     states: [Gauge; State::ALL.len()],
@@ -244,6 +251,7 @@ impl Standbys {
                 pool,
                 item_reads,
                 serving_in: AtomicU64::new(NONE),
+                replayed_through: AtomicU64::new(0),
                 fallbacks: Fallback::ALL.map(|f| {
                     metrics.counter(
                         &DB_REPLICA_FALLBACKS,
@@ -287,6 +295,28 @@ impl Standbys {
             .find(|s| s.serving_in.load(Ordering::Acquire) == epoch)
     }
 
+    /// A standby that may take a cache fill now: one that serves and has replayed past
+    /// `marks_dropped` (every version mark this replica no longer holds).
+    pub fn pick_for_fill(&self, marks_dropped: Stamp) -> Option<&Standby> {
+        let epoch = self.coherence.now().epoch();
+        let n = self.list.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n).map(|k| &self.list[(start + k) % n]).find(|s| {
+            s.serving_in.load(Ordering::Acquire) == epoch
+                && s.replayed_through.load(Ordering::Acquire) >= marks_dropped
+        })
+    }
+
+    /// The moment every standby that answers has replayed past (`None`: none answers); marks
+    /// older than it are needed by no standby that serves.
+    pub fn replayed_by_all(&self) -> Option<Stamp> {
+        self.list
+            .iter()
+            .filter(|s| s.serving_in.load(Ordering::Acquire) != NONE)
+            .map(|s| s.replayed_through.load(Ordering::Acquire))
+            .min()
+    }
+
     /// Our heartbeat sent at `sent_ms`, when the primary's WAL was at `lsn`, came back: every
     /// change committed before it was sent has been notified. If it left after the gap that
     /// began this epoch, a standby past `lsn` misses nothing the feed lost.
@@ -322,16 +352,18 @@ impl Standbys {
         let calm = self.max_lag.max(every * 4);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut history: VecDeque<(Instant, u64)> = VecDeque::new();
+        let mut history: VecDeque<(Instant, Stamp, u64)> = VecDeque::new();
         loop {
             tick.tick().await;
             let epoch = self.coherence.now().epoch();
+            // Taken before asking: the position is at least what was committed by then.
+            let (now, asked) = (Instant::now(), marks::now());
             let Ok(Some(now_lsn)) = lsn_of(&primary, PRIMARY_LSN, every.max(ASK)).await else {
-                // Without the primary's position nothing can be judged; states stay as they are.
+                // Without the primary's position lag cannot be judged: fail closed.
+                self.stop_serving(State::Lagging);
                 continue;
             };
-            let now = Instant::now();
-            history.push_back((now, now_lsn));
+            history.push_back((now, asked, now_lsn));
             if history.len() > HISTORY {
                 history.pop_front();
             }
@@ -348,6 +380,9 @@ impl Standbys {
                 // NULL: not in recovery, so a primary itself; nothing to replay.
                 let replay = replay.ok().map(|r| r.unwrap_or(u64::MAX));
                 let lag = replay.map(|r| lag_behind(&history, r, now));
+                if let Some(through) = replay.and_then(|r| replayed_through(&history, r)) {
+                    s.replayed_through.fetch_max(through, Ordering::AcqRel);
+                }
                 if let Some(lag) = lag {
                     s.lag.set(lag.as_secs_f64());
                 }
@@ -367,6 +402,19 @@ impl Standbys {
                     breaker.state = state;
                     self.show(s, state);
                 }
+            }
+        }
+    }
+
+    /// Takes every standby out of service (`state` says why) until the next measurement.
+    fn stop_serving(&self, state: State) {
+        for s in &self.list {
+            s.serving_in.store(NONE, Ordering::Release);
+            let mut breaker = s.breaker.lock().unwrap_or_else(|p| p.into_inner());
+            if breaker.state != state {
+                log_change(s.pool.name(), breaker.state, state, None, self.max_lag);
+                breaker.state = state;
+                self.show(s, state);
             }
         }
     }
@@ -422,11 +470,21 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
 
 /// How long ago the primary first wrote WAL the standby has not replayed: the age of the
 /// oldest sample past `replay` (zero if it has replayed everything sampled).
-fn lag_behind(history: &VecDeque<(Instant, u64)>, replay: u64, now: Instant) -> Duration {
+fn lag_behind(history: &VecDeque<(Instant, Stamp, u64)>, replay: u64, now: Instant) -> Duration {
     history
         .iter()
-        .find(|(_, lsn)| *lsn > replay)
-        .map_or(Duration::ZERO, |(at, _)| now.duration_since(*at))
+        .find(|(_, _, lsn)| *lsn > replay)
+        .map_or(Duration::ZERO, |(at, _, _)| now.duration_since(*at))
+}
+
+/// The latest moment whose sampled primary position `replay` has reached: everything committed
+/// before it has been replayed.
+fn replayed_through(history: &VecDeque<(Instant, Stamp, u64)>, replay: u64) -> Option<Stamp> {
+    history
+        .iter()
+        .rev()
+        .find(|(_, _, lsn)| *lsn <= replay)
+        .map(|(_, asked, _)| *asked)
 }
 
 fn pool_stats(db: &DatabaseConnection) -> PoolStats {
@@ -455,8 +513,11 @@ mod tests {
         let now = Instant::now();
         let history: VecDeque<_> = [(3, 100), (2, 200), (1, 300)]
             .into_iter()
-            .map(|(ago, lsn)| (now - Duration::from_secs(ago), lsn))
+            .map(|(ago, lsn)| (now - Duration::from_secs(ago), 10 - ago, lsn))
             .collect();
+        assert_eq!(replayed_through(&history, 250), Some(8));
+        assert_eq!(replayed_through(&history, 300), Some(9));
+        assert_eq!(replayed_through(&history, 50), None);
         assert_eq!(lag_behind(&history, 300, now), Duration::ZERO);
         assert_eq!(lag_behind(&history, 250, now), Duration::from_secs(1));
         assert_eq!(lag_behind(&history, 150, now), Duration::from_secs(2));

@@ -1,0 +1,82 @@
+//! The promises under production conditions: a cache smaller than the working set and full of
+//! often-read entries, a standby that stops replaying. Reproduction 1 of issue 25, as written.
+
+use reqwest::Method;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, metric, skip};
+use crate::pg_cluster::primary_and_standby;
+
+/// A hot standby, `--max-replica-lag 5s`, `--cache-capacity 100`; 300 items; ids 1-150 read ten
+/// times each (the cache is full of often-read entries); the standby's replay paused; then each
+/// of ids 200-240 (never read here) is replaced, and read three times 0.3 s later. Every read
+/// must answer at least the version this replica acknowledged: the write's version mark must
+/// not depend on the cache admitting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_writes_are_never_read_older_from_a_standby_with_a_full_cache() {
+    let (primary, standby) = match primary_and_standby("-c hot_standby=on").await {
+        Ok(pair) => pair,
+        Err(why) => return skip(&format!("no throwaway PostgreSQL cluster: {why}")),
+    };
+    let app = TestApp::on_url(&primary.url(), |s| {
+        s.db.read_urls = vec![standby.url()];
+        s.db.max_replica_lag = std::time::Duration::from_secs(5);
+        s.cache.capacity = 100;
+    })
+    .await;
+    app.wait_for_metric(
+        "db_replica_state",
+        &["state=\"serving\"", "pool=\"standby-0\""],
+        |v| v == 1.0,
+    )
+    .await;
+    let ids = app.create_many(300, "full").await;
+    assert_eq!(ids.len(), 300);
+    for _ in 0..10 {
+        for id in &ids[..150] {
+            assert_eq!(app.get(&format!("/data/{id}")).await.status(), 200);
+        }
+    }
+    let on_standby = Database::connect(standby.url()).await.expect("standby");
+    on_standby
+        .execute_unprepared("SELECT pg_wal_replay_pause()")
+        .await
+        .expect("pausing replay");
+
+    let (mut reads, mut stale) = (0, Vec::new());
+    for id in &ids[199..240] {
+        let path = format!("/data/{id}");
+        let body = json!({"name": format!("replaced {id}")});
+        let put = app.send_json(Method::PUT, &path, &body).await;
+        assert_eq!(put.status(), 200, "PUT {path}");
+        let written: Value = put.json().await.expect("json");
+        // Part of the scenario (the cache's housekeeping runs meanwhile), not a wait on state.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        for _ in 0..3 {
+            let got: Value = app.get(&path).await.json().await.expect("json");
+            reads += 1;
+            if got["version"] != written["version"] {
+                stale.push((*id, written["version"].clone(), got["version"].clone()));
+            }
+        }
+    }
+    let text = app.scrape().await;
+    let _ = on_standby
+        .execute_unprepared("SELECT pg_wal_replay_resume()")
+        .await;
+    let _ = on_standby.close().await;
+    assert_eq!(reads, 123);
+    assert!(
+        stale.is_empty(),
+        "stale reads (id, acknowledged, answered): {stale:?}"
+    );
+    // The scenario reached the standby: its older answers were caught by the marks.
+    let caught = metric(
+        &text,
+        "db_replica_fallbacks_total",
+        &["pool=\"standby-0\"", "reason=\"floor\""],
+    );
+    assert!(caught > 0.0, "no fill went to the standby and met a mark");
+    app.stop_shared().await;
+}
