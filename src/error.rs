@@ -83,6 +83,9 @@ pub enum AppError {
     /// 403: a write with an API key that is not one of the configured keys.
     #[error("the API key is not valid")]
     Forbidden,
+    /// 408 with `Connection: close`: the body did not arrive within `--body-timeout`.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimedOut(std::time::Duration),
     /// 413: the body exceeds the configured limit.
     #[error("the request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
@@ -126,6 +129,7 @@ impl AppError {
             Self::BadRequest(_) => "invalid-request",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
+            Self::BodyTimedOut(_) => "body-timeout",
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::UriTooLong(_) => "uri-too-long",
             Self::KeyReused => "idempotency-key-reused",
@@ -159,6 +163,7 @@ impl ResponseError for AppError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::BodyTimedOut(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -179,6 +184,8 @@ impl ResponseError for AppError {
         let resp = Problem::new(self.status(), self.slug(), self.detail()).into_response();
         match self {
             Self::Unauthorized => resp.with_header(header::WWW_AUTHENTICATE, "Bearer"),
+            // The rest of the body may still come: the connection cannot carry another request.
+            Self::BodyTimedOut(_) => resp.with_header(header::CONNECTION, "close"),
             Self::Unavailable(_) | Self::Overloaded | Self::TimedOut(_) => {
                 resp.with_header(header::RETRY_AFTER, RETRY_AFTER_SECS)
             }

@@ -1,5 +1,5 @@
-//! The request guard: head limits (target and header size, legible headers), the in-flight
-//! cap, the body limit and the request timeout; every error that leaves the routes is answered
+//! The request guard: head limits (target and header size, legible headers), the body limit and
+//! the body timeout, the in-flight cap and the request timeout; every error that leaves the routes is answered
 //! as problem+json (see `error::problem_for`), and a panicking handler as a 500.
 
 use std::{any::Any, time::Duration};
@@ -34,14 +34,29 @@ impl<E: Endpoint> Endpoint for Guarded<E> {
     }
 }
 
-/// Checks the head, takes an in-flight permit, buffers bodies of POST/PUT/PATCH up to the body
-/// limit (413 beyond, chunked bodies included), applies the timeout; then converts any error
-/// into problem+json.
+/// Checks the head, buffers bodies of POST/PUT/PATCH up to the body limit (413 beyond, chunked
+/// bodies included) within the body timeout (408), takes an in-flight permit, applies the
+/// request timeout; then converts any error into problem+json.
+///
+/// The body is read before the permit is taken: a client that sends its body slowly holds a
+/// connection, never a permit, so slow clients cannot crowd out the requests that are ready.
 async fn guard<E: Endpoint>(ep: &E, mut req: Request, limits: &Limits) -> poem::Result<Response> {
     if let Err(e) = check_head(&req, limits) {
         return Ok(e.as_response());
     }
     let route = ApiRoute::of(req.uri().path());
+    if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
+        let read = limit_body(&mut req, limits.body);
+        let read = match limits.body_timeout {
+            Some(t) => tokio::time::timeout(t, read)
+                .await
+                .unwrap_or(Err(BodyError::TimedOut(t))),
+            None => read.await,
+        };
+        if let Err(e) = read {
+            return Ok(AppError::from(e).as_response());
+        }
+    }
     let _permit = match &limits.in_flight {
         Some(permits) if !route.is_probe() => match permits.try_acquire() {
             Ok(permit) => Some(permit),
@@ -49,11 +64,6 @@ async fn guard<E: Endpoint>(ep: &E, mut req: Request, limits: &Limits) -> poem::
         },
         _ => None,
     };
-    if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
-        && let Err(e) = limit_body(&mut req, limits.body).await
-    {
-        return Ok(AppError::from(e).as_response());
-    }
     let result = match limits.timeout {
         Some(t) => match tokio::time::timeout(t, ep.call(req)).await {
             Ok(result) => result,
@@ -143,8 +153,10 @@ pub struct Limits {
     pub headers: usize,
     /// Permits for requests in flight; `None`: no cap.
     pub in_flight: Option<Semaphore>,
-    /// Longest a request may take; `None`: no limit.
+    /// Longest a request may take once its body is in; `None`: no limit.
     pub timeout: Option<Duration>,
+    /// Longest a request body may take to arrive; `None`: no limit.
+    pub body_timeout: Option<Duration>,
 }
 
 impl Limits {
@@ -155,6 +167,7 @@ impl Limits {
             headers: s.max_header_bytes,
             in_flight: (s.max_in_flight > 0).then(|| Semaphore::new(s.max_in_flight)),
             timeout: (!s.request_timeout.is_zero()).then_some(s.request_timeout),
+            body_timeout: (!s.body_timeout.is_zero()).then_some(s.body_timeout),
         }
     }
 }
@@ -163,6 +176,7 @@ impl Limits {
 pub enum BodyError {
     TooLarge(usize),
     Read(String),
+    TimedOut(Duration),
 }
 
 impl From<BodyError> for AppError {
@@ -170,6 +184,7 @@ impl From<BodyError> for AppError {
         match e {
             BodyError::TooLarge(limit) => AppError::PayloadTooLarge(limit),
             BodyError::Read(msg) => AppError::BadRequest(format!("could not read the body: {msg}")),
+            BodyError::TimedOut(t) => AppError::BodyTimedOut(t),
         }
     }
 }
