@@ -7,7 +7,9 @@
 use std::{sync::Arc, time::Duration};
 
 use poem::{
-    Endpoint, EndpointExt, IntoResponse, Request, Response, Route, endpoint::make_sync, get,
+    Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
+    endpoint::{make, make_sync},
+    get,
     http::StatusCode,
 };
 
@@ -46,7 +48,10 @@ pub fn routes(dashboard: Arc<Dashboard>, token: Option<String>) -> impl Endpoint
         .at("/dashboard.css", asset(STYLE, "text/css; charset=utf-8"))
         .at(
             "/data",
-            get(make_sync(move |req: Request| data(&dashboard, &req))),
+            get(make(move |req: Request| {
+                let dashboard = dashboard.clone();
+                async move { Ok::<_, poem::Error>(data(&dashboard, &req).await) }
+            })),
         )
         .around(move |ep, req| {
             let token = token.clone();
@@ -70,14 +75,14 @@ pub fn routes(dashboard: Arc<Dashboard>, token: Option<String>) -> impl Endpoint
 }
 
 /// `GET /dashboard/data?since=<unix ms>&range=<seconds>`.
-fn data(dashboard: &Dashboard, req: &Request) -> Response {
+async fn data(dashboard: &Arc<Dashboard>, req: &Request) -> Response {
     match parse_query(req.uri().query().unwrap_or_default()) {
         // Closed after each poll, so an open tab holds no `--max-connections` place in between.
         Ok(q) => Response::builder()
             .content_type("application/json")
             .header("Cache-Control", "no-store")
             .header("Connection", "close")
-            .body(serde_json::to_vec(&dashboard.data(q)).unwrap_or_default()),
+            .body(dashboard.data_json(q).await),
         Err(detail) => {
             Problem::new(StatusCode::BAD_REQUEST, "invalid-query", detail).into_response()
         }

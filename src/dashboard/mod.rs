@@ -3,6 +3,11 @@
 //! bounded history, and `/dashboard/data` computes the panels' series from it — rates and
 //! `histogram_quantile` the way Prometheus computes them — so the request path records nothing
 //! more than it already did.
+//!
+//! The panels are computed once per tick and range, on a blocking thread (never on a runtime
+//! worker, where it would stall the tasks that serve requests and keep the cache lease), and
+//! every poll in that tick reads the result: a poll costs about what a cache hit costs, however
+//! many tabs are open.
 
 mod exposition;
 mod frames;
@@ -11,7 +16,10 @@ mod panels;
 mod promql;
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -32,10 +40,23 @@ const COARSE_SPAN: Duration = Duration::from_secs(3600);
 const COARSE_RATE_STEPS: u32 = 4;
 /// The most fine frames kept, whatever the window and tick.
 const MAX_FRAMES: usize = 20_000;
+/// Ranges whose panels are kept computed for the current tick (the page offers five).
+const RANGES_KEPT: usize = 8;
+
+/// The panels of one range, computed at one tick.
+struct Computed {
+    tick: u64,
+    range: Duration,
+    data: Arc<Data>,
+}
 
 /// The sampled history and what the page needs to know about this process.
 pub struct Dashboard {
     history: Mutex<History>,
+    /// Frames taken so far: what the computed panels are for.
+    ticks: AtomicU64,
+    /// Panels computed at the current tick, by range; one poll computes, the others wait for it.
+    computed: tokio::sync::Mutex<Vec<Computed>>,
     metrics: Arc<Metrics>,
     started: SystemTime,
     interval: Duration,
@@ -72,6 +93,8 @@ impl Dashboard {
                 coarse,
                 coarse_step.as_secs_f64(),
             )),
+            ticks: AtomicU64::new(0),
+            computed: tokio::sync::Mutex::new(Vec::new()),
             metrics,
             started: SystemTime::now(),
             interval,
@@ -90,11 +113,53 @@ impl Dashboard {
         if let Ok(mut h) = self.history.lock() {
             h.ingest(t, &text);
         }
+        self.ticks.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The page's data for `q`.
-    pub fn data(&self, q: DataQuery) -> Data {
-        let mut data = Data {
+    /// The page's data for `q`, as JSON: the panels of its range as computed at this tick (once,
+    /// on a blocking thread), with only the points newer than `q.since_ms`.
+    pub async fn data_json(self: &Arc<Self>, q: DataQuery) -> Vec<u8> {
+        let full = self.computed_for(q.range).await;
+        let body = match q.since_ms {
+            None => serde_json::to_vec(&*full),
+            Some(since) => serde_json::to_vec(&full.newer_than(since)),
+        };
+        // Numbers, strings and options always serialize.
+        body.unwrap_or_default()
+    }
+
+    /// The panels over `range` at the current tick, computed if no poll has yet.
+    async fn computed_for(self: &Arc<Self>, range: Duration) -> Arc<Data> {
+        let tick = self.ticks.load(Ordering::Acquire);
+        let mut kept = self.computed.lock().await;
+        if let Some(c) = kept.iter().find(|c| c.tick == tick && c.range == range) {
+            return c.data.clone();
+        }
+        let this = self.clone();
+        let q = DataQuery {
+            since_ms: None,
+            range,
+        };
+        let data = match tokio::task::spawn_blocking(move || this.data(q)).await {
+            Ok(data) => Arc::new(data),
+            // The computation panicked: answer what it would without history.
+            Err(_) => Arc::new(self.empty(q)),
+        };
+        kept.retain(|c| c.tick == tick);
+        if kept.len() >= RANGES_KEPT {
+            kept.remove(0);
+        }
+        kept.push(Computed {
+            tick,
+            range,
+            data: data.clone(),
+        });
+        data
+    }
+
+    /// The page's data for `q` with no history.
+    fn empty(&self, q: DataQuery) -> Data {
+        Data {
             metrics: self.metrics.enabled(),
             replicated: self.rows.replicas,
             standbys: self.rows.standbys,
@@ -108,7 +173,12 @@ impl Dashboard {
             history_bytes: 0,
             tiles: Vec::new(),
             panels: Vec::new(),
-        };
+        }
+    }
+
+    /// The page's data for `q`, computed now.
+    pub fn data(&self, q: DataQuery) -> Data {
+        let mut data = self.empty(q);
         let Ok(h) = self.history.lock() else {
             return data;
         };
@@ -236,7 +306,7 @@ fn finite(v: f64) -> Option<f64> {
 }
 
 /// `GET /dashboard/data`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Data {
     /// False when the service runs with `--metrics false`: nothing is recorded.
     pub metrics: bool,
@@ -261,8 +331,39 @@ pub struct Data {
     pub panels: Vec<PanelData>,
 }
 
+impl Data {
+    /// The same, with only the points after `since_ms` (points are oldest first).
+    fn newer_than(&self, since_ms: u64) -> Self {
+        let panels = self
+            .panels
+            .iter()
+            .map(|p| PanelData {
+                row: p.row,
+                title: p.title,
+                unit: p.unit,
+                series: p
+                    .series
+                    .iter()
+                    .filter_map(|s| {
+                        let first = s.points.partition_point(|(t, _)| *t <= since_ms);
+                        (first < s.points.len()).then(|| SeriesData {
+                            name: s.name.clone(),
+                            points: s.points[first..].to_vec(),
+                        })
+                    })
+                    .collect(),
+            })
+            .collect();
+        Self {
+            tiles: self.tiles.clone(),
+            panels,
+            ..*self
+        }
+    }
+}
+
 /// A headline number; `null` without traffic in the range.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct TileData {
     pub title: &'static str,
     pub unit: Unit,
@@ -270,7 +371,7 @@ pub struct TileData {
 }
 
 /// A chart's series.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PanelData {
     pub row: Row,
     pub title: &'static str,
@@ -279,8 +380,76 @@ pub struct PanelData {
 }
 
 /// One line: `[unix ms, value or null]` points, oldest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SeriesData {
     pub name: String,
     pub points: Vec<(u64, Option<f64>)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dashboard() -> Arc<Dashboard> {
+        let metrics = Arc::new(Metrics::new(true));
+        let settings: MetricsSettings = crate::config::defaults();
+        Arc::new(Dashboard::new(metrics, &settings, OptionalRows::default()))
+    }
+
+    fn query(range: u64, since_ms: Option<u64>) -> DataQuery {
+        DataQuery {
+            since_ms,
+            range: Duration::from_secs(range),
+        }
+    }
+
+    /// However many polls arrive in one tick, the panels of a range are computed once; the next
+    /// tick computes them again.
+    #[tokio::test]
+    async fn panels_are_computed_once_per_tick_and_range() {
+        let d = dashboard();
+        d.sample();
+        d.sample();
+        let first = d.computed_for(query(300, None).range).await;
+        for _ in 0..50 {
+            let again = d.computed_for(query(300, None).range).await;
+            assert!(
+                Arc::ptr_eq(&first, &again),
+                "computed again within the tick"
+            );
+        }
+        let other = d.computed_for(query(60, None).range).await;
+        assert!(!Arc::ptr_eq(&first, &other), "each range its own");
+        d.sample();
+        let next = d.computed_for(query(300, None).range).await;
+        assert!(!Arc::ptr_eq(&first, &next), "a new tick, new panels");
+    }
+
+    /// A poll with `since` answers what a computation with `since` would: the same points.
+    #[tokio::test]
+    async fn since_reads_the_newer_points_of_the_computed_panels() {
+        let d = dashboard();
+        for _ in 0..30 {
+            d.sample();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let full = d.computed_for(Duration::from_secs(300)).await;
+        let times: Vec<u64> = full
+            .panels
+            .iter()
+            .flat_map(|p| {
+                p.series
+                    .iter()
+                    .flat_map(|s| s.points.iter().map(|(t, _)| *t))
+            })
+            .collect();
+        let Some(&since) = times.iter().min() else {
+            panic!("no points after 30 samples");
+        };
+        let polled: serde_json::Value =
+            serde_json::from_slice(&d.data_json(query(300, Some(since))).await).unwrap();
+        let direct = serde_json::to_value(d.data(query(300, Some(since)))).unwrap();
+        assert_eq!(polled["panels"], direct["panels"]);
+        assert_eq!(polled["tiles"], direct["tiles"]);
+    }
 }

@@ -359,6 +359,15 @@ impl ItemCache {
             .inner
             .entry(id)
             .and_compute_with(|existing| {
+                // A newer change already heard (a delete whose tombstone a fill overwrote, or a
+                // later write's notice): this version must not be stored.
+                if !self
+                    .marks
+                    .get(id)
+                    .is_none_or(|m| m.admits(Some(item.version)))
+                {
+                    return std::future::ready(Op::Nop);
+                }
                 let op = match existing.as_ref().map(|e| e.value()) {
                     Some(Entry {
                         epoch: e,

@@ -76,6 +76,10 @@ pub struct Marks {
     /// Marks recorded before this may have been dropped.
     dropped_before: AtomicU64,
     cap: usize,
+    /// Test-only fault: marks are dropped silently, as the cache's admission policy used to drop
+    /// version floors kept inside it (the simulation must catch this).
+    #[cfg(test)]
+    pub(crate) forget: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Marks {
@@ -91,11 +95,17 @@ impl Marks {
             map: Mutex::new(HashMap::new()),
             dropped_before: AtomicU64::new(0),
             cap: cap.max(1),
+            #[cfg(test)]
+            forget: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// Records that `mark` was committed for `id` (keeping the newer of it and what is known).
     pub fn record(&self, id: i64, mark: Mark) {
+        #[cfg(test)]
+        if self.forget.load(Ordering::Relaxed) {
+            return;
+        }
         let stamp = now();
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= self.cap && !map.contains_key(&id) {

@@ -4,6 +4,8 @@
 pub mod batch;
 pub mod cache;
 pub mod cache_metrics;
+#[cfg(test)]
+mod cache_sim;
 pub mod coherence;
 pub mod db;
 pub mod entity;
