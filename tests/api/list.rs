@@ -132,7 +132,10 @@ async fn updated_since_with_the_documented_overlap_misses_no_change() {
     let a = app.create(json!({"name": "a"})).await;
     let b = app.create(json!({"name": "b"})).await;
     let (a_id, b_id) = (a["id"].as_i64().unwrap(), b["id"].as_i64().unwrap());
-    let (outside, watcher) = (app.outside_connection().await, app.outside_connection().await);
+    let (outside, watcher) = (
+        app.outside_connection().await,
+        app.outside_connection().await,
+    );
     let lock = outside.begin().await.expect("begin");
     lock.execute_unprepared(&format!(
         "SELECT 1 FROM data_items WHERE id = {a_id} FOR UPDATE"

@@ -1,5 +1,6 @@
 //! The promises under production conditions: a cache smaller than the working set and full of
-//! often-read entries, a standby that stops replaying. Reproduction 1 of issue 25, as written.
+//! often-read entries, a standby that stops replaying (reproduction 1 of issue 25, as written),
+//! a pool too busy to ask the primary where its WAL is (item 8).
 
 use reqwest::Method;
 use sea_orm::{ConnectionTrait, Database};
@@ -78,5 +79,64 @@ async fn own_writes_are_never_read_older_from_a_standby_with_a_full_cache() {
         &["pool=\"standby-0\"", "reason=\"floor\""],
     );
     assert!(caught > 0.0, "no fill went to the standby and met a mark");
+    app.stop_shared().await;
+}
+
+/// The lag breaker fails closed (issue 25, item 8): when the primary's WAL position cannot be
+/// had (here every connection of a two-connection pool is stuck behind a row lock), no standby
+/// keeps serving on its last state; once the pool frees, it serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standbys_stop_serving_when_the_primary_position_is_unknown() {
+    use sea_orm::TransactionTrait;
+    let (primary, standby) = match primary_and_standby("-c hot_standby=on").await {
+        Ok(pair) => pair,
+        Err(why) => return skip(&format!("no throwaway PostgreSQL cluster: {why}")),
+    };
+    let app = TestApp::on_url(&primary.url(), |s| {
+        s.db.read_urls = vec![standby.url()];
+        s.db.max_connections = Some(2);
+        s.db.min_connections = Some(0);
+        s.db.acquire_timeout = std::time::Duration::from_millis(200);
+        s.db.statement_timeout = std::time::Duration::from_secs(20);
+    })
+    .await;
+    let serving = ["state=\"serving\"", "pool=\"standby-0\""];
+    app.wait_for_metric("db_replica_state", &serving, |v| v == 1.0)
+        .await;
+    let item = app.create(json!({"name": "locked"})).await;
+    let path = format!("/data/{}", item["id"]);
+    let db = Database::connect(primary.url()).await.expect("connect");
+    let lock = db.begin().await.expect("begin");
+    lock.execute_unprepared(&format!(
+        "SELECT 1 FROM data_items WHERE id = {} FOR UPDATE",
+        item["id"]
+    ))
+    .await
+    .expect("row lock");
+    // Two writes wait on the lock, each holding one of the pool's two connections.
+    let stuck: Vec<_> = (0..2)
+        .map(|k| {
+            let (client, url) = (reqwest::Client::new(), app.url(&path));
+            tokio::spawn(async move {
+                client
+                    .put(url)
+                    .json(&json!({"name": format!("w{k}")}))
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    app.wait_for_metric("db_replica_state", &serving, |v| v == 0.0)
+        .await;
+    let lagging = ["state=\"lagging\"", "pool=\"standby-0\""];
+    app.wait_for_metric("db_replica_state", &lagging, |v| v == 1.0)
+        .await;
+    lock.commit().await.expect("release");
+    for s in stuck {
+        let _ = s.await;
+    }
+    app.wait_for_metric("db_replica_state", &serving, |v| v == 1.0)
+        .await;
+    let _ = db.close().await;
     app.stop_shared().await;
 }
