@@ -90,12 +90,32 @@ impl ParseFromParameter for IfMatch {
 }
 
 /// Whether `If-None-Match` matches the current `etag` (weak comparison), so the answer is 304.
+/// Entity tags are read whole, so a comma inside one (`"a,b"`) does not split it; a header that
+/// is not `*` or a list of tags matches nothing.
 pub fn none_match(header: &str, etag: &str) -> bool {
-    header.trim() == "*"
-        || header
-            .split(',')
-            .map(|t| t.trim())
-            .any(|t| t.strip_prefix("W/").unwrap_or(t) == etag)
+    const OWS: [char; 2] = [' ', '\t'];
+    let mut rest = header.trim_matches(OWS);
+    if rest == "*" {
+        return true;
+    }
+    while !rest.is_empty() {
+        let tag = rest.strip_prefix("W/").unwrap_or(rest);
+        let Some(end) = tag.strip_prefix('"').and_then(|t| t.find('"')) else {
+            return false;
+        };
+        // The tag with its quotes: `"…"`.
+        if &tag[..end + 2] == etag {
+            return true;
+        }
+        rest = tag[end + 2..].trim_start_matches(OWS);
+        if !rest.is_empty() {
+            let Some(next) = rest.strip_prefix(',') else {
+                return false;
+            };
+            rest = next.trim_start_matches(OWS);
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -150,5 +170,11 @@ mod tests {
         assert!(none_match("\"1\", W/\"2\"", "\"2\""));
         assert!(none_match("*", "\"2\""));
         assert!(!none_match("\"1\"", "\"2\""));
+        // A comma inside a tag is part of it (issue 25, item 10).
+        assert!(!none_match("\"2,\"", "\"2\""));
+        assert!(!none_match("\"x,\"2\"\"", "\"2\""));
+        assert!(none_match("\"a,b\", \"2\"", "\"2\""));
+        assert!(!none_match("2", "\"2\""), "not a tag");
+        assert!(!none_match("", "\"2\""));
     }
 }
