@@ -244,23 +244,24 @@ async fn bind(at: SocketAddr) -> anyhow::Result<(TcpAcceptor, SocketAddr)> {
     Ok((acceptor, addr))
 }
 
-/// Samples pool and cache gauges, runs registry upkeep and takes the dashboard's frame, on
-/// `every`, until aborted.
+/// Prunes version marks and, with metrics on, samples pool and cache gauges, runs registry
+/// upkeep and takes the dashboard's frame, on `every`, until aborted.
 async fn sample_metrics(
     store: Store,
     metrics: Arc<Metrics>,
     dashboard: Arc<Dashboard>,
     every: std::time::Duration,
 ) {
-    if !metrics.enabled() {
-        return;
-    }
     let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(10)));
     loop {
         tick.tick().await;
-        store.sample_metrics().await;
-        metrics.upkeep();
-        dashboard.sample();
+        // With or without metrics: version marks no read needs any more are dropped.
+        store.prune_marks();
+        if metrics.enabled() {
+            store.sample_metrics().await;
+            metrics.upkeep();
+            dashboard.sample();
+        }
     }
 }
 

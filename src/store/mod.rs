@@ -141,18 +141,16 @@ impl Store {
             standbys.sample();
         }
         match &i.cache {
-            Some(cache) => {
-                cache.sample().await;
-                self.prune_marks(cache);
-            }
+            Some(cache) => cache.sample().await,
             None => i.cache_metrics.sample(0),
         }
     }
 
     /// Drops the version marks no read can need any more: older than any fill in flight, and
     /// replayed by every standby that answers (see `marks`).
-    fn prune_marks(&self, cache: &ItemCache) {
+    pub fn prune_marks(&self) {
         let i = &self.inner;
+        let Some(cache) = &i.cache else { return };
         let mut before = marks::before(marks::now(), i.fill_bound);
         if let Some(replayed) = i.standbys.as_ref().and_then(|s| s.replayed_by_all()) {
             before = before.min(replayed);
