@@ -85,6 +85,28 @@ impl ApiKeys {
     }
 }
 
+impl ApiKeys {
+    /// The `Idempotency-Key` as stored: with API keys on, scoped to the key the write came with
+    /// (hashed with it, so one client's keys never collide with another's nor reveal them);
+    /// without, as sent.
+    pub fn scope_idempotency_key(&self, auth: &WriteAuth, key: String) -> String {
+        use sha2::{Digest, Sha256};
+        let WriteAuth::ApiKey(ApiKeyBearer(Bearer { token })) = auth else {
+            return key;
+        };
+        if !self.enabled() {
+            return key;
+        }
+        let digest = Sha256::new()
+            .chain_update(token.as_bytes())
+            .chain_update([0])
+            .chain_update(key.as_bytes())
+            .finalize();
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("k:{hex}")
+    }
+}
+
 /// Whether two secrets are equal, in time that does not depend on where they differ
 /// (`subtle`; only the lengths may show).
 pub fn same_secret(a: &[u8], b: &[u8]) -> bool {

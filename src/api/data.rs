@@ -117,6 +117,7 @@ impl DataApi {
         let new = body.0.into_new()?;
         let item = match idempotency_key.0 {
             Some(key) => {
+                let key = self.keys.scope_idempotency_key(&auth, key);
                 let fingerprint = new.fingerprint();
                 self.store
                     .create_once(key, fingerprint, new)

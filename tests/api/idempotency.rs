@@ -143,3 +143,32 @@ async fn retried_create_makes_one_item(app: &TestApp) {
         .unwrap();
     problem(bad, 400).await;
 }
+
+/// With API keys on, an `Idempotency-Key` belongs to the API key that sent it (issue 25, item
+/// 10): two clients picking the same key neither share an item nor get each other's 422; a
+/// retry by the same client still answers its first create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_are_scoped_to_the_api_key() {
+    let app = TestApp::sqlite(|s| s.auth.api_keys = Some("client-a,client-b".into())).await;
+    let send = |api_key: &'static str, name: &'static str| {
+        post_with_key(&app, "order-1", &json!({"name": name}))
+            .bearer_auth(api_key)
+            .send()
+    };
+    let a = send("client-a", "from a").await.unwrap();
+    assert_eq!(a.status(), 201);
+    let a: Value = a.json().await.unwrap();
+    let b = send("client-b", "from b").await.unwrap();
+    assert_eq!(b.status(), 201, "another client's key is not a reuse");
+    let b: Value = b.json().await.unwrap();
+    assert_ne!(a["id"], b["id"], "two clients, two items");
+    let again: Value = send("client-a", "from a")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again, a, "a retry answers the first create");
+    problem(send("client-a", "changed").await.unwrap(), 422).await;
+    app.stop().await;
+}
