@@ -2,8 +2,12 @@
 # What /dashboard/data polls cost the cache hits, against what as many more connections of hits
 # cost them (issue 25, reproduction 3), in alternating rounds on one release build:
 #   hits+hits:      wrk -t1 -c20 GET /data/1   beside  wrk -t1 -c16 GET /data/1
-#   hits+dashboard: wrk -t1 -c20 GET /data/1   beside  wrk -t1 -c16 GET /dashboard/data
-# Prints the hits' requests a second in each, and their ratio (1.0: polls cost what hits cost).
+#   hits+polls:     wrk -t1 -c20 GET /data/1   beside  wrk -t1 -c16 polling /dashboard/data as the
+#                   page does (dashboard_poll.lua: the last two seconds' points)
+#   hits+full:      wrk -t1 -c20 GET /data/1   beside  wrk -t1 -c16 GET /dashboard/data (every point
+#                   of the 5-minute range, ~450 KB once the history is full)
+# Prints the hits' requests a second in each, and the ratios (1.0: polls cost what hits cost).
+# Run it after the service has a few minutes of history for the full-range row to mean much.
 # Usage: loadtests/wrk/dashboard_cost.sh [rounds=3] [duration=8s] [binary=target/release/data-api]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,17 +23,20 @@ RUST_LOG=warn "$bin" --database-url "$url" --bind "127.0.0.1:$port" --access-log
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$port/data/1" >/dev/null
 rps() { sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$1"; }
-run() { # run <second path> -> hits' rps
-  wrk -t1 -c16 -d"$dur" "http://127.0.0.1:$port$1" >"$work/other" 2>&1 &
+run() { # run <second path> [wrk script] -> hits' rps, the others' rps
+  local script=(); [ -n "${2:-}" ] && script=(-s "loadtests/wrk/$2")
+  wrk -t1 -c16 -d"$dur" "${script[@]}" "http://127.0.0.1:$port$1" >"$work/other" 2>&1 &
   local other=$!
   wrk -t1 -c20 -d"$dur" "http://127.0.0.1:$port/data/1" >"$work/hits" 2>&1
   wait "$other"
   echo "$(rps "$work/hits") $(rps "$work/other")"
 }
-printf '%-6s %-28s %-28s %s\n' round 'hits beside 16 hit conns' 'hits beside 16 dash conns' ratio
+printf '%-6s %-26s %-26s %-26s %s\n' round 'hits (16 more hit conns)' 'hits (16 page polls)' \
+  'hits (16 full polls)' 'ratios page, full'
 for r in $(seq 1 "$rounds"); do
   read -r hh ho < <(run /data/1)
-  read -r dh do < <(run /dashboard/data)
-  printf '%-6s %-28s %-28s %s\n' "$r" "$hh (others $ho)" "$dh (polls $do)" \
-    "$(python3 -c "print(f'{$dh/$hh:.3f}')")"
+  read -r ph po < <(run /dashboard/data dashboard_poll.lua)
+  read -r fh fo < <(run /dashboard/data)
+  printf '%-6s %-26s %-26s %-26s %s\n' "$r" "$hh ($ho)" "$ph ($po)" "$fh ($fo)" \
+    "$(python3 -c "print(f'{$ph/$hh:.3f} {$fh/$hh:.3f}')")"
 done

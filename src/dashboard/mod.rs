@@ -48,6 +48,8 @@ struct Computed {
     tick: u64,
     range: Duration,
     data: Arc<Data>,
+    /// `data` as JSON, for the polls that ask for every point.
+    json: bytes::Bytes,
 }
 
 /// The sampled history and what the page needs to know about this process.
@@ -118,32 +120,42 @@ impl Dashboard {
 
     /// The page's data for `q`, as JSON: the panels of its range as computed at this tick (once,
     /// on a blocking thread), with only the points newer than `q.since_ms`.
-    pub async fn data_json(self: &Arc<Self>, q: DataQuery) -> Vec<u8> {
-        let full = self.computed_for(q.range).await;
-        let body = match q.since_ms {
-            None => serde_json::to_vec(&*full),
-            Some(since) => serde_json::to_vec(&full.newer_than(since)),
-        };
-        // Numbers, strings and options always serialize.
-        body.unwrap_or_default()
+    pub async fn data_json(self: &Arc<Self>, q: DataQuery) -> bytes::Bytes {
+        let (full, json) = self.computed_for(q.range).await;
+        match q.since_ms {
+            None => json,
+            // Numbers, strings and options always serialize.
+            Some(since) => serde_json::to_vec(&full.newer_than(since))
+                .unwrap_or_default()
+                .into(),
+        }
     }
 
     /// The panels over `range` at the current tick, computed if no poll has yet.
-    async fn computed_for(self: &Arc<Self>, range: Duration) -> Arc<Data> {
+    async fn computed_for(self: &Arc<Self>, range: Duration) -> (Arc<Data>, bytes::Bytes) {
         let tick = self.ticks.load(Ordering::Acquire);
         let mut kept = self.computed.lock().await;
         if let Some(c) = kept.iter().find(|c| c.tick == tick && c.range == range) {
-            return c.data.clone();
+            return (c.data.clone(), c.json.clone());
         }
         let this = self.clone();
         let q = DataQuery {
             since_ms: None,
             range,
         };
-        let data = match tokio::task::spawn_blocking(move || this.data(q)).await {
-            Ok(data) => Arc::new(data),
+        let computed = tokio::task::spawn_blocking(move || {
+            let data = this.data(q);
+            let json = serde_json::to_vec(&data).unwrap_or_default();
+            (Arc::new(data), bytes::Bytes::from(json))
+        });
+        let (data, json) = match computed.await {
+            Ok(both) => both,
             // The computation panicked: answer what it would without history.
-            Err(_) => Arc::new(self.empty(q)),
+            Err(_) => {
+                let empty = self.empty(q);
+                let json = serde_json::to_vec(&empty).unwrap_or_default();
+                (Arc::new(empty), bytes::Bytes::from(json))
+            }
         };
         kept.retain(|c| c.tick == tick);
         if kept.len() >= RANGES_KEPT {
@@ -153,8 +165,9 @@ impl Dashboard {
             tick,
             range,
             data: data.clone(),
+            json: json.clone(),
         });
-        data
+        (data, json)
     }
 
     /// The page's data for `q` with no history.
@@ -410,18 +423,18 @@ mod tests {
         let d = dashboard();
         d.sample();
         d.sample();
-        let first = d.computed_for(query(300, None).range).await;
+        let (first, _) = d.computed_for(query(300, None).range).await;
         for _ in 0..50 {
-            let again = d.computed_for(query(300, None).range).await;
+            let (again, _) = d.computed_for(query(300, None).range).await;
             assert!(
                 Arc::ptr_eq(&first, &again),
                 "computed again within the tick"
             );
         }
-        let other = d.computed_for(query(60, None).range).await;
+        let (other, _) = d.computed_for(query(60, None).range).await;
         assert!(!Arc::ptr_eq(&first, &other), "each range its own");
         d.sample();
-        let next = d.computed_for(query(300, None).range).await;
+        let (next, _) = d.computed_for(query(300, None).range).await;
         assert!(!Arc::ptr_eq(&first, &next), "a new tick, new panels");
     }
 
@@ -433,7 +446,7 @@ mod tests {
             d.sample();
             std::thread::sleep(Duration::from_millis(2));
         }
-        let full = d.computed_for(Duration::from_secs(300)).await;
+        let (full, _) = d.computed_for(Duration::from_secs(300)).await;
         let times: Vec<u64> = full
             .panels
             .iter()
