@@ -40,6 +40,9 @@ const COARSE_SPAN: Duration = Duration::from_secs(3600);
 const COARSE_RATE_STEPS: u32 = 4;
 /// The most fine frames kept, whatever the window and tick.
 const MAX_FRAMES: usize = 20_000;
+/// Answers kept by `since`, for one computed range.
+type Polls = Arc<Mutex<Vec<(u64, bytes::Bytes)>>>;
+
 /// Ranges whose panels are kept computed for the current tick (the page offers five).
 const RANGES_KEPT: usize = 8;
 
@@ -50,7 +53,13 @@ struct Computed {
     data: Arc<Data>,
     /// `data` as JSON, for the polls that ask for every point.
     json: bytes::Bytes,
+    /// The newest points after a `since`, as JSON: open tabs poll with the same `since` (the
+    /// last point they have), so one serialization answers them all.
+    newer: Polls,
 }
+
+/// `since` values whose answers are kept per computed range.
+const SINCE_KEPT: usize = 4;
 
 /// The sampled history and what the page needs to know about this process.
 pub struct Dashboard {
@@ -121,22 +130,30 @@ impl Dashboard {
     /// The page's data for `q`, as JSON: the panels of its range as computed at this tick (once,
     /// on a blocking thread), with only the points newer than `q.since_ms`.
     pub async fn data_json(self: &Arc<Self>, q: DataQuery) -> bytes::Bytes {
-        let (full, json) = self.computed_for(q.range).await;
-        match q.since_ms {
-            None => json,
-            // Numbers, strings and options always serialize.
-            Some(since) => serde_json::to_vec(&full.newer_than(since))
-                .unwrap_or_default()
-                .into(),
+        let (full, json, newer) = self.computed_for(q.range).await;
+        let Some(since) = q.since_ms else {
+            return json;
+        };
+        let mut kept = newer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, body)) = kept.iter().find(|(s, _)| *s == since) {
+            return body.clone();
         }
+        // Numbers, strings and options always serialize.
+        let body =
+            bytes::Bytes::from(serde_json::to_vec(&full.newer_than(since)).unwrap_or_default());
+        if kept.len() >= SINCE_KEPT {
+            kept.remove(0);
+        }
+        kept.push((since, body.clone()));
+        body
     }
 
     /// The panels over `range` at the current tick, computed if no poll has yet.
-    async fn computed_for(self: &Arc<Self>, range: Duration) -> (Arc<Data>, bytes::Bytes) {
+    async fn computed_for(self: &Arc<Self>, range: Duration) -> (Arc<Data>, bytes::Bytes, Polls) {
         let tick = self.ticks.load(Ordering::Acquire);
         let mut kept = self.computed.lock().await;
         if let Some(c) = kept.iter().find(|c| c.tick == tick && c.range == range) {
-            return (c.data.clone(), c.json.clone());
+            return (c.data.clone(), c.json.clone(), c.newer.clone());
         }
         let this = self.clone();
         let q = DataQuery {
@@ -161,13 +178,15 @@ impl Dashboard {
         if kept.len() >= RANGES_KEPT {
             kept.remove(0);
         }
+        let newer = Polls::default();
         kept.push(Computed {
             tick,
             range,
             data: data.clone(),
             json: json.clone(),
+            newer: newer.clone(),
         });
-        (data, json)
+        (data, json, newer)
     }
 
     /// The page's data for `q` with no history.
@@ -423,18 +442,18 @@ mod tests {
         let d = dashboard();
         d.sample();
         d.sample();
-        let (first, _) = d.computed_for(query(300, None).range).await;
+        let (first, _, _) = d.computed_for(query(300, None).range).await;
         for _ in 0..50 {
-            let (again, _) = d.computed_for(query(300, None).range).await;
+            let (again, _, _) = d.computed_for(query(300, None).range).await;
             assert!(
                 Arc::ptr_eq(&first, &again),
                 "computed again within the tick"
             );
         }
-        let (other, _) = d.computed_for(query(60, None).range).await;
+        let (other, _, _) = d.computed_for(query(60, None).range).await;
         assert!(!Arc::ptr_eq(&first, &other), "each range its own");
         d.sample();
-        let (next, _) = d.computed_for(query(300, None).range).await;
+        let (next, _, _) = d.computed_for(query(300, None).range).await;
         assert!(!Arc::ptr_eq(&first, &next), "a new tick, new panels");
     }
 
@@ -446,7 +465,7 @@ mod tests {
             d.sample();
             std::thread::sleep(Duration::from_millis(2));
         }
-        let (full, _) = d.computed_for(Duration::from_secs(300)).await;
+        let (full, _, _) = d.computed_for(Duration::from_secs(300)).await;
         let times: Vec<u64> = full
             .panels
             .iter()
