@@ -172,6 +172,15 @@ impl Coherence {
         self.now().serving() && self.clock_ms() >= self.lease_until_ms.load(Ordering::Acquire)
     }
 
+    /// How long the lease still holds, if it is held.
+    pub fn lease_left(&self) -> Option<Duration> {
+        if !self.now().serving() {
+            return None;
+        }
+        let until = self.lease_until_ms.load(Ordering::Acquire);
+        Some(Duration::from_millis(until.saturating_sub(self.clock_ms())))
+    }
+
     fn bound_ms(&self) -> u64 {
         u64::try_from(self.bound.as_millis()).unwrap_or(u64::MAX)
     }

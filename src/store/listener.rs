@@ -5,7 +5,7 @@
 //! Lost notifications are detected, not hoped away: the connection is replaced, and the cache
 //! flushed, whenever it reports a reconnect or an error or goes silent for the lease bound (with
 //! heartbeats every fifth of the bound, silence means a dead connection); and the lease (see
-//! `coherence`) lapses, checked every tenth of the bound, whenever our own heartbeat has not
+//! `coherence`) lapses, watched to the millisecond, whenever our own heartbeat has not
 //! come back within the bound.
 
 use std::{sync::Arc, time::Duration};
@@ -256,17 +256,22 @@ async fn heartbeat(url: &str, coherence: &Coherence, replica: u64) {
     }
 }
 
-/// Drops the lease, flushing the cache, as soon as our heartbeat is overdue; on its own timer,
-/// so a slow connect or send cannot delay it.
+/// Drops the lease, flushing the cache, as soon as our heartbeat is overdue: it sleeps until the
+/// lease's end (moved on by each returning heartbeat), so hits stop within a timer tick of it;
+/// on its own timer, so a slow connect or send cannot delay it.
 async fn watch_lease(coherence: &Coherence, cache: &ItemCache) {
-    let mut tick = tokio::time::interval(coherence.bound() / 10);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let idle = coherence.bound() / 10;
     loop {
-        tick.tick().await;
         if coherence.lease_overdue() {
             tracing::warn!("heartbeat overdue: cache lease dropped and cache flushed");
             cache.flush(Flush::Lease);
         }
+        let wait = match coherence.lease_left() {
+            // Not held: nothing can run out; look again soon.
+            None => idle,
+            Some(left) => left.max(Duration::from_millis(1)),
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 
