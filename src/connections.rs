@@ -56,6 +56,19 @@ impl<A> Capped<A> {
     }
 }
 
+impl<A> Capped<A> {
+    /// The same cap and idle timeout, counted in no gauge: for the metrics address, so scrapes
+    /// and dashboard tabs neither show in nor take from the service's own connection figures.
+    pub fn unmetered(inner: A, max: usize, idle_timeout: Option<IdleTimeout>) -> Self {
+        Self {
+            inner,
+            permits: (max > 0).then(|| Arc::new(Semaphore::new(max))),
+            open: Gauge::noop(),
+            idle_timeout,
+        }
+    }
+}
+
 impl<A: Acceptor> Acceptor for Capped<A> {
     type Io = CappedIo<A::Io>;
 

@@ -164,7 +164,15 @@ impl App {
         let checkpoint = db
             .is_sqlite_file()
             .then(|| tokio::spawn(store::db::checkpoint_wal(db.write.clone())));
+        let s = &self.settings.server;
+        let request_timeout = self.settings.limits.request_timeout;
+        let idle = (!s.idle_timeout.is_zero()).then(|| IdleTimeout {
+            between: s.idle_timeout,
+            mid_request: (!request_timeout.is_zero()).then(|| s.idle_timeout + request_timeout),
+        });
         let metrics_server = self.metrics_acceptor.map(|(acceptor, addr)| {
+            // Scrapers and dashboard tabs: a few connections, closed when idle like any other.
+            let acceptor = Capped::unmetered(acceptor, METRICS_MAX_CONNECTIONS, idle);
             tracing::info!(%addr, "serving /metrics and /dashboard");
             let mut stop = stop_rx.clone();
             let token = self.settings.metrics.token.clone();
@@ -185,12 +193,6 @@ impl App {
             )
         });
         tracing::info!(addr = %self.addr, "listening");
-        let s = &self.settings.server;
-        let request_timeout = self.settings.limits.request_timeout;
-        let idle = (!s.idle_timeout.is_zero()).then(|| IdleTimeout {
-            between: s.idle_timeout,
-            mid_request: (!request_timeout.is_zero()).then(|| s.idle_timeout + request_timeout),
-        });
         let capped = Capped::new(self.acceptor, s.max_connections, idle, &self.metrics);
         let server = Server::new_with_acceptor(capped);
         let served = server
@@ -216,6 +218,9 @@ impl App {
         Ok(())
     }
 }
+
+/// Most connections open at once on `--metrics-bind` (scrapers and dashboard tabs).
+const METRICS_MAX_CONNECTIONS: usize = 64;
 
 /// Waits (a few lease bounds at most) for the first heartbeat, so a replica starts serving with
 /// its cache on; without it the service still answers, from the database.

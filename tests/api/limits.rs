@@ -264,6 +264,14 @@ async fn closed_after_sending(
     bytes: &'static [u8],
 ) -> (Option<usize>, std::time::Duration) {
     let addr = app.base.trim_start_matches("http://").to_owned();
+    closed_after_sending_to(addr, bytes).await
+}
+
+/// `closed_after_sending` to `addr`.
+async fn closed_after_sending_to(
+    addr: String,
+    bytes: &'static [u8],
+) -> (Option<usize>, std::time::Duration) {
     tokio::task::spawn_blocking(move || {
         let mut conn = std::net::TcpStream::connect(addr).unwrap();
         conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
@@ -367,5 +375,24 @@ async fn refused_bodies_are_read_so_the_413_arrives() {
             "chunked {chunked}: {head:?}"
         );
     }
+    app.stop().await;
+}
+
+/// The metrics address (`--metrics-bind`) closes idle connections too (issue 25, item 10): a
+/// scraper or tab that stops sending holds no socket for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_to_the_metrics_address_are_closed() {
+    let app = TestApp::sqlite(|s| {
+        s.server.idle_timeout = std::time::Duration::from_millis(300);
+        s.metrics.bind = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let port = app.metrics_port.expect("a metrics address");
+    let closed = closed_after_sending_to(format!("127.0.0.1:{port}"), b"").await;
+    assert_eq!(
+        closed.0,
+        Some(0),
+        "the idle metrics connection was not closed"
+    );
     app.stop().await;
 }
