@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_create_data_items;
 mod m20261127_000002_replicas;
+mod m20261204_000003_psql_changes;
 
 /// The ordered list of every migration the service knows.
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261127_000001_create_data_items::Migration),
             Box::new(m20261127_000002_replicas::Migration),
+            Box::new(m20261204_000003_psql_changes::Migration),
         ]
     }
 }

@@ -47,10 +47,18 @@ pub enum Flush {
     Silence,
     /// This replica's own heartbeat did not come back within the lease bound.
     Lease,
+    /// The table was truncated (by hand: the service never does).
+    Truncate,
 }
 
 impl Flush {
-    pub const ALL: [Self; 4] = [Self::Reconnect, Self::Error, Self::Silence, Self::Lease];
+    pub const ALL: [Self; 5] = [
+        Self::Reconnect,
+        Self::Error,
+        Self::Silence,
+        Self::Lease,
+        Self::Truncate,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -58,6 +66,7 @@ impl Flush {
             Self::Error => "error",
             Self::Silence => "silence",
             Self::Lease => "lease",
+            Self::Truncate => "truncate",
         }
     }
 }

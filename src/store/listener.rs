@@ -35,6 +35,8 @@ enum Notice {
         change: Change,
         at_unix: f64,
     },
+    /// `T:<unix seconds>`: the table was truncated.
+    Truncated,
     /// `H:<replica>:<sent ms>[:<primary WAL position when sent>]`
     Heartbeat {
         replica: u64,
@@ -47,6 +49,9 @@ impl Notice {
     fn parse(payload: &str) -> Option<Self> {
         let mut parts = payload.split(':');
         let kind = parts.next()?;
+        if kind == "T" {
+            return Some(Self::Truncated);
+        }
         if kind == "H" {
             let replica = u64::from_str_radix(parts.next()?, 16).ok()?;
             let sent_ms = parts.next()?.parse().ok()?;
@@ -225,6 +230,10 @@ async fn handle(payload: &str, heard: &Heard<'_>) {
         }
         // Other replicas' heartbeats.
         Some(Notice::Heartbeat { .. }) => {}
+        Some(Notice::Truncated) => {
+            tracing::warn!("data_items was truncated: cache flushed");
+            cache.flush(Flush::Truncate);
+        }
         None => tracing::warn!(payload, "unreadable invalidation notice"),
     }
 }
@@ -312,6 +321,7 @@ mod tests {
                 lsn: Some(0x16B_3748)
             })
         );
+        assert_eq!(Notice::parse("T:1764265600.5"), Some(Notice::Truncated));
         for bad in ["", "X:1:1:1", "U:one:1:1", "H:zz:1", "U:1:1", "H:ff:1:0-1"] {
             assert_eq!(Notice::parse(bad), None, "{bad}");
         }

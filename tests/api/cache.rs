@@ -225,3 +225,56 @@ async fn a_byte_budget_bounds_what_the_cache_holds() {
     );
     app.stop().await;
 }
+
+/// Polls `GET path` until `ok` holds for its status and body (the change notice arrives in
+/// milliseconds; this bounds the wait, it asserts no time).
+async fn until_read(app: &TestApp, path: &str, ok: impl Fn(u16, &Value) -> bool) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let resp = app.get(path).await;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if ok(status, &body) {
+            return body;
+        }
+        assert!(
+            started.elapsed() < crate::helpers::STATE_WAIT,
+            "{path} still answers {status} {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Changes made in psql reach the cache even when they do not touch `version` (it is raised
+/// for them, so the ETag changes too), and a `TRUNCATE` empties it (issue 25, item 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_updates_without_a_version_and_truncate_reach_the_cache() {
+    use sea_orm::ConnectionTrait;
+    let Some(app) = TestApp::postgres(|_| {}).await else {
+        return crate::helpers::skip("TEST_DATABASE_URL is not set");
+    };
+    let item = app.create(json!({"name": "before"})).await;
+    let path = format!("/data/{}", item["id"]);
+    for _ in 0..2 {
+        assert_eq!(app.get(&path).await.status(), 200, "cached");
+    }
+    let psql = app.outside_connection().await;
+    psql.execute_unprepared(&format!(
+        "UPDATE data_items SET name = 'by hand' WHERE id = {}",
+        item["id"]
+    ))
+    .await
+    .expect("update by hand");
+    let fixed = until_read(&app, &path, |_, b| b["name"] == "by hand").await;
+    assert_eq!(
+        fixed["version"], 2,
+        "the hand-made change has the next version"
+    );
+    assert!(fixed["updated_at"].as_str() > item["updated_at"].as_str());
+    psql.execute_unprepared("TRUNCATE data_items")
+        .await
+        .expect("truncate");
+    until_read(&app, &path, |status, _| status == 404).await;
+    let _ = psql.close().await;
+    app.stop().await;
+}

@@ -1,0 +1,73 @@
+//! Changes made outside the service reach every cache (PostgreSQL only):
+//! - an `UPDATE` that does not raise `version` (a hand-written fix in psql) gets the next version
+//!   and a new `updated_at`, so its notice is newer than what caches hold, its ETag changes and a
+//!   client syncing by `updated_since` sees it;
+//! - `TRUNCATE` announces itself on the `data_items` channel (payload `T:<unix seconds>`), and
+//!   every replica's listener flushes its cache.
+
+use sea_orm_migration::{prelude::*, sea_orm::DbBackend};
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+const VERSION_FUNCTION: &str = r#"
+CREATE OR REPLACE FUNCTION data_items_next_version() RETURNS trigger AS $$
+BEGIN
+    IF NEW.version <= OLD.version THEN
+        NEW.version := OLD.version + 1;
+        NEW.updated_at := clock_timestamp();
+    END IF;
+    RETURN NEW;
+END
+$$ LANGUAGE plpgsql"#;
+
+const VERSION_TRIGGER: &str = "CREATE TRIGGER data_items_next_version \
+     BEFORE UPDATE ON data_items \
+     FOR EACH ROW EXECUTE FUNCTION data_items_next_version()";
+
+const TRUNCATE_FUNCTION: &str = r#"
+CREATE OR REPLACE FUNCTION data_items_notify_truncate() RETURNS trigger AS $$
+BEGIN
+    PERFORM pg_notify('data_items', 'T:' || extract(epoch from clock_timestamp()));
+    RETURN NULL;
+END
+$$ LANGUAGE plpgsql"#;
+
+const TRUNCATE_TRIGGER: &str = "CREATE TRIGGER data_items_notify_truncate \
+     AFTER TRUNCATE ON data_items \
+     FOR EACH STATEMENT EXECUTE FUNCTION data_items_notify_truncate()";
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        let db = manager.get_connection();
+        for sql in [
+            VERSION_FUNCTION,
+            VERSION_TRIGGER,
+            TRUNCATE_FUNCTION,
+            TRUNCATE_TRIGGER,
+        ] {
+            db.execute_unprepared(sql).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        let db = manager.get_connection();
+        for sql in [
+            "DROP TRIGGER IF EXISTS data_items_notify_truncate ON data_items",
+            "DROP FUNCTION IF EXISTS data_items_notify_truncate()",
+            "DROP TRIGGER IF EXISTS data_items_next_version ON data_items",
+            "DROP FUNCTION IF EXISTS data_items_next_version()",
+        ] {
+            db.execute_unprepared(sql).await?;
+        }
+        Ok(())
+    }
+}
