@@ -1,5 +1,6 @@
-//! Conditional request headers (RFC 9110 §13): `If-Match` for writes, `If-None-Match` for reads.
-//! ETags are the item's version in quotes, e.g. `"3"`.
+//! Conditional request headers (RFC 9110 §13), evaluated as an origin server must: `If-Match`
+//! on reads and writes, `If-None-Match` on reads (304) and writes (412), `If-Unmodified-Since`
+//! on writes without `If-Match`. ETags are the item's version in quotes, e.g. `"3"`.
 
 use poem_openapi::{
     registry::{MetaSchema, MetaSchemaRef},
@@ -22,6 +23,14 @@ impl IfMatch {
     /// The precondition of a request with or without the header.
     pub fn precondition(header: Option<Self>) -> Precondition {
         header.map_or(Precondition::None, |h| h.0)
+    }
+
+    /// Whether an item at `version` meets it (a read checks the item it found).
+    pub fn admits(&self, version: i64) -> bool {
+        match &self.0 {
+            Precondition::VersionIn(v) => v.contains(&version),
+            _ => true,
+        }
     }
 
     /// Parses the header; `None` if it is not `*` or a list of entity tags.
@@ -60,6 +69,76 @@ impl IfMatch {
         }
         Some(Self(Precondition::VersionIn(versions)))
     }
+}
+
+/// A parsed `If-None-Match` header on a write: `*` (never met: a write needs the item to exist)
+/// or the versions the item must not be at (weak comparison, as RFC 9110 §13.1.2 says).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfNoneMatch(pub Precondition);
+
+impl IfNoneMatch {
+    fn parse(value: &str) -> Option<Self> {
+        let value = value.trim_matches([' ', '\t']);
+        if value == "*" {
+            return Some(Self(Precondition::VersionIn(Vec::new())));
+        }
+        // The same grammar as `If-Match`; weak tags count here, so read them as strong.
+        let strong = value.replace("W/\"", "\"");
+        match IfMatch::parse(&strong)?.0 {
+            Precondition::VersionIn(v) => Some(Self(Precondition::VersionNotIn(v))),
+            _ => None,
+        }
+    }
+}
+
+scalar_type!(
+    IfNoneMatch,
+    "string(if-none-match)",
+    MetaSchemaRef::Inline(Box::new(MetaSchema {
+        pattern: Some(IF_MATCH_PATTERN.to_owned()),
+        ..MetaSchema::new("string")
+    }))
+);
+
+impl ParseFromParameter for IfNoneMatch {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        Self::parse(value).ok_or_else(|| {
+            ParseError::custom(format!(
+                "`If-None-Match` must be `*` or a list of entity tags such as `\"3\"`, not `{value}`"
+            ))
+        })
+    }
+}
+
+/// What a write requires, from its conditional headers, in RFC 9110 §13.2.2's order:
+/// `If-Match`, else `If-Unmodified-Since` (ignored unless a valid HTTP-date); then
+/// `If-None-Match`.
+pub fn write_precondition(
+    if_match: Option<IfMatch>,
+    if_none_match: Option<IfNoneMatch>,
+    if_unmodified_since: Option<&str>,
+) -> Precondition {
+    let mut all = Vec::new();
+    match (if_match, if_unmodified_since.and_then(http_date)) {
+        (Some(m), _) => all.push(m.0),
+        (None, Some(at)) => all.push(Precondition::UnmodifiedSince(at)),
+        (None, None) => {}
+    }
+    if let Some(n) = if_none_match {
+        all.push(n.0);
+    }
+    match all.len() {
+        0 => Precondition::None,
+        1 => all.remove(0),
+        _ => Precondition::All(all),
+    }
+}
+
+/// An HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`), or `None` if the text is not one.
+fn http_date(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc2822(text.trim())
+        .ok()
+        .map(|d| d.with_timezone(&chrono::Utc))
 }
 
 /// The version an opaque tag names, if it is one of ours (digits, no leading zero).
@@ -162,6 +241,40 @@ mod tests {
         ] {
             assert_eq!(pre(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn write_preconditions_follow_the_rfc_order() {
+        let inm = |v: &str| IfNoneMatch::parse(v);
+        assert_eq!(
+            inm("W/\"3\", \"4\"").map(|n| n.0),
+            Some(Precondition::VersionNotIn(vec![3, 4]))
+        );
+        assert_eq!(inm("*").map(|n| n.0), Some(Precondition::VersionIn(vec![])));
+        assert_eq!(inm("3"), None);
+        let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let at = http_date(date).unwrap();
+        assert_eq!(
+            write_precondition(None, None, Some(date)),
+            Precondition::UnmodifiedSince(at)
+        );
+        assert_eq!(
+            write_precondition(IfMatch::parse("\"2\""), None, Some(date)),
+            Precondition::VersionIn(vec![2]),
+            "If-Unmodified-Since is ignored beside If-Match"
+        );
+        assert_eq!(
+            write_precondition(None, None, Some("yesterday")),
+            Precondition::None,
+            "not a date: ignored"
+        );
+        assert_eq!(
+            write_precondition(IfMatch::parse("*"), inm("\"5\""), None),
+            Precondition::All(vec![
+                Precondition::Exists,
+                Precondition::VersionNotIn(vec![5])
+            ])
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use poem_openapi::{
 use super::{
     ApiTags,
     auth::{ApiKeys, WriteAuth},
-    conditional::{self, IfMatch},
+    conditional::{self, IfMatch, IfNoneMatch},
     models::{ItemDoc, ItemInput, ItemPageDoc, ItemPatch, PageLimit},
 };
 use crate::error::{AppError, Problem};
@@ -62,6 +62,9 @@ pub enum GetResponse {
     /// No item has this id.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
+    /// `If-Match` does not match the item's current ETag.
+    #[oai(status = 412, content_type = "application/problem+json")]
+    PreconditionFailed(Json<Problem>),
 }
 
 #[derive(ApiResponse)]
@@ -72,7 +75,8 @@ pub enum WriteResponse {
     /// No item has this id.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
-    /// `If-Match` does not match the item's current ETag; nothing was changed.
+    /// A precondition (`If-Match`, `If-None-Match`, `If-Unmodified-Since`) does not hold;
+    /// nothing was changed.
     #[oai(status = 412, content_type = "application/problem+json")]
     PreconditionFailed(Json<Problem>),
 }
@@ -85,7 +89,8 @@ pub enum DeleteResponse {
     /// No item has this id.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
-    /// `If-Match` does not match the item's current ETag; nothing was deleted.
+    /// A precondition (`If-Match`, `If-None-Match`, `If-Unmodified-Since`) does not hold;
+    /// nothing was deleted.
     #[oai(status = 412, content_type = "application/problem+json")]
     PreconditionFailed(Json<Problem>),
 }
@@ -136,7 +141,8 @@ impl DataApi {
 
     /// Get an item
     ///
-    /// Answers `304 Not Modified` when `If-None-Match` holds the current ETag.
+    /// Answers `304 Not Modified` when `If-None-Match` holds the current ETag, and `412` when
+    /// `If-Match` is given and does not.
     #[oai(path = "/data/:id", method = "get", operation_id = "get_item")]
     async fn get(
         &self,
@@ -146,8 +152,17 @@ impl DataApi {
         /// ETags the client already has; a match answers 304.
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
+        /// Answer only if the item's current ETag is one of these (or `*`); else 412.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<IfMatch>>,
     ) -> Result<GetResponse, AppError> {
         let read = self.read_item(id.0, if_none_match.0.as_deref()).await?;
+        if let (Some(pre), ItemRead::Found(item) | ItemRead::NotModified(item)) =
+            (&if_match.0, &read)
+            && !pre.admits(item.version)
+        {
+            return Ok(GetResponse::PreconditionFailed(precondition_failed(id.0)));
+        }
         Ok(self.get_response(read))
     }
 
@@ -165,6 +180,14 @@ impl DataApi {
         /// Replace only if the item's current ETag is one of these (or `*`: if it exists).
         #[oai(name = "If-Match")]
         if_match: Header<Option<IfMatch>>,
+        /// Replace only if the item's current ETag is none of these (weak comparison; `*`:
+        /// never, since the item exists).
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<IfNoneMatch>>,
+        /// Replace only if the item has not changed after this HTTP-date; ignored beside
+        /// `If-Match`, or if not a valid date.
+        #[oai(name = "If-Unmodified-Since")]
+        if_unmodified_since: Header<Option<String>>,
         body: Json<ItemInput>,
     ) -> Result<WriteResponse, AppError> {
         self.keys.check(&auth)?;
@@ -174,7 +197,11 @@ impl DataApi {
             description: Some(new.description),
             payload: Some(new.payload),
         };
-        let pre = IfMatch::precondition(if_match.0);
+        let pre = conditional::write_precondition(
+            if_match.0,
+            if_none_match.0,
+            if_unmodified_since.0.as_deref(),
+        );
         Ok(write_response(
             id.0,
             self.store.update(id.0, changes, pre).await?,
@@ -195,11 +222,23 @@ impl DataApi {
         /// Update only if the item's current ETag is one of these (or `*`: if it exists).
         #[oai(name = "If-Match")]
         if_match: Header<Option<IfMatch>>,
+        /// Update only if the item's current ETag is none of these (weak comparison; `*`:
+        /// never, since the item exists).
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<IfNoneMatch>>,
+        /// Update only if the item has not changed after this HTTP-date; ignored beside
+        /// `If-Match`, or if not a valid date.
+        #[oai(name = "If-Unmodified-Since")]
+        if_unmodified_since: Header<Option<String>>,
         body: Json<ItemPatch>,
     ) -> Result<WriteResponse, AppError> {
         self.keys.check(&auth)?;
         let changes = body.0.into_changes()?;
-        let pre = IfMatch::precondition(if_match.0);
+        let pre = conditional::write_precondition(
+            if_match.0,
+            if_none_match.0,
+            if_unmodified_since.0.as_deref(),
+        );
         Ok(write_response(
             id.0,
             self.store.update(id.0, changes, pre).await?,
@@ -219,9 +258,21 @@ impl DataApi {
         /// Delete only if the item's current ETag is one of these (or `*`: if it exists).
         #[oai(name = "If-Match")]
         if_match: Header<Option<IfMatch>>,
+        /// Delete only if the item's current ETag is none of these (weak comparison; `*`:
+        /// never, since the item exists).
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<IfNoneMatch>>,
+        /// Delete only if the item has not changed after this HTTP-date; ignored beside
+        /// `If-Match`, or if not a valid date.
+        #[oai(name = "If-Unmodified-Since")]
+        if_unmodified_since: Header<Option<String>>,
     ) -> Result<DeleteResponse, AppError> {
         self.keys.check(&auth)?;
-        let pre = IfMatch::precondition(if_match.0);
+        let pre = conditional::write_precondition(
+            if_match.0,
+            if_none_match.0,
+            if_unmodified_since.0.as_deref(),
+        );
         Ok(match self.store.delete(id.0, pre).await? {
             WriteOutcome::Done(()) => DeleteResponse::Deleted,
             WriteOutcome::NotFound => DeleteResponse::NotFound(not_found(id.0)),
@@ -356,6 +407,9 @@ fn precondition_failed(id: i64) -> Json<Problem> {
     Json(Problem::new(
         poem::http::StatusCode::PRECONDITION_FAILED,
         "precondition-failed",
-        format!("item {id} does not match If-Match; fetch it again for the current ETag"),
+        format!(
+            "item {id} does not meet the request's preconditions (If-Match, If-None-Match or \
+             If-Unmodified-Since); fetch it again for the current ETag"
+        ),
     ))
 }

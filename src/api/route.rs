@@ -169,6 +169,10 @@ fn plain_get(req: &poem::Request) -> Option<(i64, Option<&str>)> {
         return None;
     }
     let id = digits.parse::<i64>().ok().filter(|id| *id >= 1)?;
+    // A read with `If-Match` is the operation's to decide (412).
+    if req.headers().contains_key(poem::http::header::IF_MATCH) {
+        return None;
+    }
     let if_none_match = match req.headers().get(poem::http::header::IF_NONE_MATCH) {
         Some(value) => Some(value.to_str().ok()?),
         None => None,
@@ -226,5 +230,14 @@ mod tests {
             assert_eq!(get(uri, None), None, "{uri}");
         }
         assert_eq!(get("/data/1", Some(b"\xff")), None);
+        let with_if_match = poem::Request::builder()
+            .uri_str("/data/1")
+            .header("if-match", "\"1\"")
+            .finish();
+        assert_eq!(
+            plain_get(&with_if_match),
+            None,
+            "If-Match goes to the operation"
+        );
     }
 }

@@ -43,7 +43,8 @@ pub struct Changes {
     pub payload: Option<Option<Value>>,
 }
 
-/// Which current versions a conditional write accepts (from `If-Match`).
+/// Which current versions a conditional write accepts (from `If-Match`, `If-None-Match` and
+/// `If-Unmodified-Since`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Precondition {
     /// No condition: write whatever the current version is.
@@ -52,6 +53,12 @@ pub enum Precondition {
     Exists,
     /// The current version must be one of these (possibly none, which never matches).
     VersionIn(Vec<i64>),
+    /// The current version must be none of these.
+    VersionNotIn(Vec<i64>),
+    /// The item must not have changed after this second (`If-Unmodified-Since`).
+    UnmodifiedSince(DateTime<Utc>),
+    /// Every one of these.
+    All(Vec<Precondition>),
 }
 
 /// How a conditional update or delete ended.
@@ -132,6 +139,12 @@ fn with_precondition<Q: QueryFilter>(q: Q, pre: &Precondition) -> Q {
     match pre {
         Precondition::None | Precondition::Exists => q,
         Precondition::VersionIn(v) => q.filter(Column::Version.is_in(v.iter().copied())),
+        Precondition::VersionNotIn(v) => q.filter(Column::Version.is_not_in(v.iter().copied())),
+        // An HTTP-date names a whole second: changed within it counts as not after it.
+        Precondition::UnmodifiedSince(at) => {
+            q.filter(Column::UpdatedAt.lt(*at + chrono::Duration::seconds(1)))
+        }
+        Precondition::All(all) => all.iter().fold(q, with_precondition),
     }
 }
 

@@ -12,6 +12,7 @@ crate::on_both_backends!(
     put_replaces_every_field_and_bumps_version,
     patch_changes_only_given_fields,
     if_match_guards_writes,
+    every_precondition_is_evaluated,
     delete_then_get_is_404,
     writes_answer_what_reads_return,
     reads_answer_alike_by_either_lane,
@@ -210,6 +211,105 @@ async fn if_match_guards_writes(app: &TestApp) {
         .header("If-Match", "*")
         .json(&json!({"name": "n"}));
     problem(star_missing.send().await.unwrap(), 404).await;
+}
+
+/// RFC 9110 §13.2.1: an origin evaluates every precondition it receives (issue 25, item 10):
+/// `If-None-Match` and `If-Unmodified-Since` on writes, `If-Match` on reads; a failed one
+/// changes nothing and answers 412.
+async fn every_precondition_is_evaluated(app: &TestApp) {
+    let item = app.create(json!({"name": "x"})).await;
+    let path = format!("/data/{}", item["id"]);
+    let write = |method: Method, header: &'static str, value: String| {
+        app.request(method, &path)
+            .header(header, value)
+            .json(&json!({"name": "changed"}))
+    };
+    let v = |s: &str| s.to_owned();
+    problem(
+        write(Method::PUT, "If-None-Match", v("*"))
+            .send()
+            .await
+            .unwrap(),
+        412,
+    )
+    .await;
+    problem(
+        write(Method::PATCH, "If-None-Match", v("W/\"1\""))
+            .send()
+            .await
+            .unwrap(),
+        412,
+    )
+    .await;
+    problem(
+        write(Method::DELETE, "If-None-Match", v("\"1\""))
+            .send()
+            .await
+            .unwrap(),
+        412,
+    )
+    .await;
+    let ok = write(Method::PUT, "If-None-Match", v("\"7\""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200, "the item is not at version 7");
+
+    let long_ago = v("Sun, 06 Nov 1994 08:49:37 GMT");
+    let later = v("Fri, 01 Jan 2100 00:00:00 GMT");
+    problem(
+        write(Method::PUT, "If-Unmodified-Since", long_ago.clone())
+            .send()
+            .await
+            .unwrap(),
+        412,
+    )
+    .await;
+    problem(
+        write(Method::DELETE, "If-Unmodified-Since", long_ago)
+            .send()
+            .await
+            .unwrap(),
+        412,
+    )
+    .await;
+    let ok = write(Method::PATCH, "If-Unmodified-Since", later)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200, "not changed since 2100");
+    let ignored = write(Method::PATCH, "If-Unmodified-Since", v("not a date"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ignored.status(),
+        200,
+        "an invalid date is ignored, as RFC 9110 says"
+    );
+    let now: Value = app.get(&path).await.json().await.unwrap();
+    assert_eq!(
+        now["version"], 4,
+        "only the three writes whose preconditions held"
+    );
+
+    let read = |value: &'static str| {
+        app.request(Method::GET, &path)
+            .header("If-Match", value)
+            .send()
+    };
+    problem(read("\"1\"").await.unwrap(), 412).await;
+    assert_eq!(read("\"4\"").await.unwrap().status(), 200);
+    assert_eq!(read("*").await.unwrap().status(), 200);
+    problem(
+        app.request(Method::GET, "/data/999999")
+            .header("If-Match", "*")
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
 }
 
 async fn delete_then_get_is_404(app: &TestApp) {
