@@ -14,7 +14,10 @@
 //! waiting for a connection (under load, reads queue for batches by design), and that wait shows
 //! in its span and its request's latency instead. A batch that gets no connection in time fails
 //! each of its reads so; a batch whose query fails answers none of them, and each runs its own
-//! query, so every request gets the error its own query met, as without batching.
+//! query, so every request gets the error its own query met, as without batching. Once taken
+//! into a batch, a read waits for its query, which `--db-statement-timeout` bounds. The queue is
+//! bounded too (`MAX_QUEUED`): reads that gave up stay in it until drained, so while the
+//! database is stuck a full queue fails new reads at once rather than growing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +32,10 @@ use super::pool::{DbOp, Pool};
 
 /// Most items one batch asks for.
 pub const MAX_BATCH: usize = 64;
+
+/// Most reads queued for batches, live or given up and not yet drained: past it a read fails at
+/// once as a pool timeout would (503), instead of piling up while the database is stuck.
+const MAX_QUEUED: usize = 8_192;
 
 /// What a read in a batch gets back: the row (if any) and how many reads the batch held, or
 /// why the batch failed.
@@ -62,7 +69,7 @@ pub struct ReadBatcher {
     db: DatabaseConnection,
     pool: Arc<Pool>,
     /// `None`: batching is off, each read runs its own query.
-    queue: Option<mpsc::UnboundedSender<Waiter>>,
+    queue: Option<mpsc::Sender<Waiter>>,
 }
 
 impl ReadBatcher {
@@ -71,7 +78,7 @@ impl ReadBatcher {
     /// dropped.
     pub fn start(db: DatabaseConnection, pool: Arc<Pool>, lanes: u32) -> Self {
         let queue = (lanes > 0).then(|| {
-            let (queue, waiting) = mpsc::unbounded_channel();
+            let (queue, waiting) = mpsc::channel(MAX_QUEUED);
             let lanes = Arc::new(Semaphore::new(lanes as usize));
             tokio::spawn(dispatch(waiting, db.clone(), pool.clone(), lanes));
             queue
@@ -96,7 +103,7 @@ impl ReadBatcher {
     /// gone), for the read to run alone.
     async fn in_batch(
         &self,
-        queue: &mpsc::UnboundedSender<Waiter>,
+        queue: &mpsc::Sender<Waiter>,
         id: i64,
     ) -> Option<Result<Option<Model>, DbErr>> {
         let span = self.pool.span(DbOp::Select);
@@ -107,7 +114,13 @@ impl ReadBatcher {
             reply,
             claimed: claimed.clone(),
         };
-        queue.send(waiter).ok()?;
+        match queue.try_send(waiter) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Some(Err(self.pool.gave_up(DbOp::Select)));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return None,
+        }
         let waited = tokio::time::timeout(self.pool.timeout(), &mut answer)
             .instrument(span.clone())
             .await;
@@ -135,7 +148,7 @@ impl ReadBatcher {
 
 /// Takes queued reads into batches, one per free lane.
 async fn dispatch(
-    mut waiting: mpsc::UnboundedReceiver<Waiter>,
+    mut waiting: mpsc::Receiver<Waiter>,
     db: DatabaseConnection,
     pool: Arc<Pool>,
     lanes: Arc<Semaphore>,
