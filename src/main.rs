@@ -1,4 +1,3 @@
-use clap::Parser;
 use data_api::{
     config::{self, Cli, Command, TraceSettings},
     seed, startup, telemetry,
@@ -6,7 +5,7 @@ use data_api::{
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let command = Cli::parse().into_command();
+    let command = Cli::parse_args().into_command();
     let (log, trace) = match &command {
         Command::Serve(s) => (&s.log, s.trace.clone()),
         // Tools export no spans.

@@ -30,6 +30,22 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The command line as given (exits with clap's message on a bad one).
+    pub fn parse_args() -> Self {
+        let matches = Self::help_command().get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// The command as `--help` shows it: each variable's name, never its value (`[env: X=]` read
+    /// as if every variable were set to empty, and a value set may be a secret).
+    fn help_command() -> clap::Command {
+        fn hide(cmd: clap::Command) -> clap::Command {
+            cmd.mut_args(|a| a.hide_env_values(true))
+                .mut_subcommands(hide)
+        }
+        hide(<Self as clap::CommandFactory>::command())
+    }
+
     /// What to do: the subcommand given, or serving with the top-level flags.
     pub fn into_command(self) -> Command {
         self.command
@@ -250,6 +266,18 @@ mod tests {
             parse(&["--api-keys", "k1,"]).is_ok(),
             "a trailing comma, one key"
         );
+    }
+
+    #[test]
+    fn help_names_variables_without_empty_values() {
+        let mut cmd = Cli::help_command();
+        let serve = cmd
+            .find_subcommand_mut("serve")
+            .expect("serve")
+            .render_long_help()
+            .to_string();
+        assert!(serve.contains("[env: DATA_API_BIND]"), "{serve}");
+        assert!(!serve.contains("=]"), "{serve}");
     }
 
     #[test]
