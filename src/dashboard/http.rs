@@ -20,6 +20,8 @@ use crate::error::Problem;
 const PAGE: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/dashboard.js");
 const STYLE: &str = include_str!("assets/dashboard.css");
+/// Named by the page, so the browser does not ask for `/favicon.ico` (a 404 in its console).
+const ICON: &[u8] = include_bytes!("assets/favicon.png");
 
 /// Every response of the dashboard: nothing but its own origin may be loaded or run.
 const CSP: &str = "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -46,6 +48,15 @@ pub fn routes(dashboard: Arc<Dashboard>, token: Option<String>) -> impl Endpoint
             asset(SCRIPT, "text/javascript; charset=utf-8"),
         )
         .at("/dashboard.css", asset(STYLE, "text/css; charset=utf-8"))
+        .at(
+            "/favicon.png",
+            get(make_sync(|_| {
+                Response::builder()
+                    .content_type("image/png")
+                    .header("Cache-Control", "max-age=86400")
+                    .body(ICON)
+            })),
+        )
         .at(
             "/data",
             get(make(move |req: Request| {

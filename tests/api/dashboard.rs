@@ -57,6 +57,8 @@ async fn page_and_assets_are_served_under_a_strict_csp() {
         ("/dashboard", "text/html"),
         ("/dashboard/dashboard.js", "text/javascript"),
         ("/dashboard/dashboard.css", "text/css"),
+        // Named by the page, so the browser asks for no `/favicon.ico` (a 404 in its console).
+        ("/dashboard/favicon.png", "image/png"),
         ("/dashboard/data", "application/json"),
     ] {
         let resp = app.get(path).await;
@@ -78,6 +80,7 @@ async fn page_and_assets_are_served_under_a_strict_csp() {
     }
     let page = app.get("/dashboard").await.text().await.unwrap();
     assert!(page.contains("/dashboard/dashboard.js") && page.contains("/dashboard/dashboard.css"));
+    assert!(page.contains("rel=\"icon\" type=\"image/png\" href=\"/dashboard/favicon.png\""));
     app.stop().await;
 }
 
