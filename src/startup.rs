@@ -183,7 +183,7 @@ impl App {
                 )
                 .nest(
                     "/dashboard",
-                    dashboard::http::routes(self.dashboard.clone(), token),
+                    api::dashboard::routes(self.dashboard.clone(), token),
                 );
             let stopped = async move {
                 let _ = stop.wait_for(|s| *s).await;

@@ -4,7 +4,7 @@
 
 use poem_openapi::{SecurityScheme, auth::Bearer};
 
-use crate::error::AppError;
+use super::error::AppError;
 
 /// API key for writes, sent as `Authorization: Bearer <key>`. Required by POST, PUT, PATCH and
 /// DELETE when the service is configured with keys; reads need none.
@@ -143,7 +143,7 @@ pub fn metrics_token_given(req: &poem::Request, token: &str) -> bool {
 /// 401 problem+json for `what` without its token, with the `WWW-Authenticate` `challenge`.
 pub fn metrics_unauthorized(what: &str, challenge: &'static str) -> poem::Response {
     use poem::IntoResponse;
-    crate::error::Problem::new(
+    super::error::Problem::new(
         poem::http::StatusCode::UNAUTHORIZED,
         "unauthorized",
         format!("{what} needs the metrics token"),

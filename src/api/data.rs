@@ -15,13 +15,13 @@ use poem_openapi::{
     payload::{Binary, Json},
 };
 
+use super::error::{AppError, Problem};
 use super::{
     ApiTags,
     auth::{ApiKeys, WriteAuth},
     conditional::{self, IfMatch, IfNoneMatch},
     models::{ItemDoc, ItemInput, ItemPageDoc, ItemPatch, PageLimit},
 };
-use crate::error::{AppError, Problem};
 use crate::store::{Store, WriteOutcome, cache::CachedItem};
 
 /// The `/data` resource.
@@ -333,7 +333,7 @@ pub enum ItemRead {
 
 impl DataApi {
     /// `GET /data/{id}` once its parameters are parsed. The operation above and the direct lane
-    /// for reads (`route::Dispatch`) both decide through this.
+    /// for reads (`dispatch::Dispatch`) both decide through this.
     pub async fn read_item(
         &self,
         id: i64,

@@ -11,8 +11,8 @@ use std::{
 use poem::http::StatusCode;
 use poem_openapi::{ApiResponse, OpenApi, payload::Json};
 
+use super::error::Problem;
 use super::{ApiTags, models::Health};
-use crate::error::Problem;
 use crate::store::Store;
 
 /// Health probes.

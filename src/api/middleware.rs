@@ -15,10 +15,10 @@ use poem::{
 };
 use tokio::sync::Semaphore;
 
-use super::route::ApiRoute;
+use super::error::{AppError, problem_for};
 use crate::config::LimitSettings;
-use crate::error::{AppError, problem_for};
 use crate::metrics::Metrics;
+use crate::route::ApiRoute;
 
 /// `inner` behind the request limits, with every error answered as problem+json.
 pub struct Guarded<E> {

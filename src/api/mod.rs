@@ -33,12 +33,14 @@ macro_rules! scalar_type {
 
 pub mod auth;
 pub mod conditional;
+pub mod dashboard;
 pub mod data;
+pub mod dispatch;
+pub mod error;
 pub mod health;
 pub mod middleware;
 pub mod models;
 pub mod observe;
-pub mod route;
 pub mod spec;
 pub mod text;
 
@@ -54,7 +56,7 @@ use poem::{
 use poem_openapi::{OpenApiService, Tags};
 
 use crate::config::Settings;
-use crate::dashboard::{self, Dashboard};
+use crate::dashboard::Dashboard;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -120,14 +122,14 @@ pub fn routes(
     if !m.enabled || m.bind.is_none() {
         route = route.nest(
             "/dashboard",
-            dashboard::http::routes(dashboard, m.token.clone()),
+            self::dashboard::routes(dashboard, m.token.clone()),
         );
     }
     let cors = settings.http.cors_origins.as_deref().map(cors);
     let guarded = middleware::Guarded {
         // CORS inside the guard, so its refusals are answered as problem+json too.
         inner: middleware::catch_panics(
-            route::Dispatch {
+            dispatch::Dispatch {
                 api: api.into_endpoint(),
                 rest: route,
                 items: data,

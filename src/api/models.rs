@@ -8,8 +8,8 @@ use poem_openapi::{
 };
 use serde_json::Value;
 
+use super::error::AppError;
 use super::text::Text;
-use crate::error::AppError;
 use crate::store::{Changes, NewItem};
 
 /// Largest accepted `payload`, serialized as JSON.

@@ -22,8 +22,8 @@ use poem::{
 use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::route::ApiRoute;
 use crate::metrics::{Metrics, http::HttpMethod};
+use crate::route::ApiRoute;
 use crate::telemetry::{
     TRACE,
     trace_context::{TraceHeader, TraceParent},

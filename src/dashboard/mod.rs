@@ -11,7 +11,6 @@
 
 mod exposition;
 mod frames;
-pub mod http;
 mod panels;
 mod promql;
 

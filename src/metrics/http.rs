@@ -1,4 +1,4 @@
-//! Bounded label values for HTTP metrics besides the route (see `api::route`): the method and
+//! Bounded label values for HTTP metrics besides the route (see `route`): the method and
 //! the status code.
 
 /// Methods as OpenTelemetry labels them; any other is `_OTHER`.

@@ -13,7 +13,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder
 
 use self::catalog::{Kind, MetricDef};
 use self::http::{HttpMethod, STATUS_LABELS, STATUSES};
-use crate::api::route::ApiRoute;
+use crate::route::ApiRoute;
 
 const META: Metadata<'static> = Metadata::new("data_api", Level::INFO, Some(module_path!()));
 

@@ -362,7 +362,7 @@ async fn writes_answer_what_reads_return(app: &TestApp) {
     uncached.stop_shared().await;
 }
 
-/// `GET /data/{id}` with a plain decimal id takes a direct lane (`route::Dispatch`); any other
+/// `GET /data/{id}` with a plain decimal id takes a direct lane (`api::dispatch::Dispatch`); any other
 /// spelling of the same id (`+7`) takes the OpenAPI operation. Both must answer the same:
 /// status, headers and body, for a hit, a 304, a 404 and a deleted item.
 async fn reads_answer_alike_by_either_lane(app: &TestApp) {

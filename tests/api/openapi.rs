@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use data_api::api::{models::PageLimit, route::ApiRoute};
+use data_api::{api::models::PageLimit, route::ApiRoute};
 
 use crate::helpers::TestApp;
 
@@ -70,7 +70,7 @@ async fn spec_documents_operations_and_errors() {
     app.stop().await;
 }
 
-/// The route table (`api::route`) agrees with what the service serves: every operation in the
+/// The route table (`route`) agrees with what the service serves: every operation in the
 /// document, and the routes outside it, map to a route whose template and methods match.
 #[tokio::test]
 async fn route_table_matches_the_router() {

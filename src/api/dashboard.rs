@@ -13,15 +13,15 @@ use poem::{
     http::StatusCode,
 };
 
-use super::{Dashboard, DataQuery};
-use crate::api::auth;
-use crate::error::Problem;
+use super::auth;
+use super::error::Problem;
+use crate::dashboard::{Dashboard, DataQuery};
 
-const PAGE: &str = include_str!("assets/index.html");
-const SCRIPT: &str = include_str!("assets/dashboard.js");
-const STYLE: &str = include_str!("assets/dashboard.css");
+const PAGE: &str = include_str!("../dashboard/assets/index.html");
+const SCRIPT: &str = include_str!("../dashboard/assets/dashboard.js");
+const STYLE: &str = include_str!("../dashboard/assets/dashboard.css");
 /// Named by the page, so the browser does not ask for `/favicon.ico` (a 404 in its console).
-const ICON: &[u8] = include_bytes!("assets/favicon.png");
+const ICON: &[u8] = include_bytes!("../dashboard/assets/favicon.png");
 
 /// Every response of the dashboard: nothing but its own origin may be loaded or run.
 const CSP: &str = "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";

@@ -18,7 +18,7 @@ use poem_openapi::{
 use sea_orm::DbErr;
 use serde::Serialize;
 
-use crate::api::route::ApiRoute;
+use crate::route::ApiRoute;
 use crate::store::DbFailure;
 
 /// Media type of every error body.
