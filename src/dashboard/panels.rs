@@ -90,7 +90,8 @@ pub struct Sel {
     pub by: &'static [&'static str],
 }
 
-const fn sel(family: &'static str) -> Sel {
+/// Every column of `family`, unfiltered and summed into one.
+const fn select(family: &'static str) -> Sel {
     Sel {
         family,
         filter: &[],
@@ -295,11 +296,12 @@ pub struct Panel {
     pub series: &'static [Series],
 }
 
-const fn s(legend: &'static str, expr: Expr) -> Series {
+/// One line of a panel: its legend and what it plots.
+const fn line(legend: &'static str, expr: Expr) -> Series {
     Series { legend, expr }
 }
 
-const REQS: Sel = sel(REQ_COUNT);
+const REQS: Sel = select(REQ_COUNT);
 const ROUTE: &[&str] = &["http_route"];
 const POOL: &[&str] = &["pool"];
 const OP: &[&str] = &["db_operation_name"];
@@ -308,10 +310,10 @@ const S4XX: &[(&str, Matcher)] = &[("http_response_status_code", Matcher::Prefix
 /// Shown both as a chart and as a tile.
 const SHARE_5XX: Expr = Expr::Ratio(REQS.only(S5XX), REQS);
 const SHARE_4XX: Expr = Expr::Ratio(REQS.only(S4XX), REQS);
-const P99: Expr = Expr::Quantile(0.99, sel(REQ_BUCKET));
+const P99: Expr = Expr::Quantile(0.99, select(REQ_BUCKET));
 const HIT_RATIO: Expr = Expr::Ratio(
-    sel(c::CACHE_GETS.name).only(&[("result", Matcher::Eq("hit"))]),
-    sel(c::CACHE_GETS.name),
+    select(c::CACHE_GETS.name).only(&[("result", Matcher::Eq("hit"))]),
+    select(c::CACHE_GETS.name),
 );
 
 /// Every chart, in page order.
@@ -320,22 +322,22 @@ pub const PANELS: &[Panel] = &[
         row: Row::Overview,
         title: "Request rate",
         unit: Unit::PerSecond,
-        series: &[s("requests/s", Expr::Rate(REQS))],
+        series: &[line("requests/s", Expr::Rate(REQS))],
     },
     Panel {
         row: Row::Overview,
         title: "Error ratio (5xx, 4xx)",
         unit: Unit::Ratio,
-        series: &[s("5xx share", SHARE_5XX), s("4xx share", SHARE_4XX)],
+        series: &[line("5xx share", SHARE_5XX), line("4xx share", SHARE_4XX)],
     },
     Panel {
         row: Row::Overview,
         title: "Latency p50 / p95 / p99",
         unit: Unit::Seconds,
         series: &[
-            s("p50", Expr::Quantile(0.5, sel(REQ_BUCKET))),
-            s("p95", Expr::Quantile(0.95, sel(REQ_BUCKET))),
-            s("p99", P99),
+            line("p50", Expr::Quantile(0.5, select(REQ_BUCKET))),
+            line("p95", Expr::Quantile(0.95, select(REQ_BUCKET))),
+            line("p99", P99),
         ],
     },
     Panel {
@@ -343,13 +345,13 @@ pub const PANELS: &[Panel] = &[
         title: "In flight / connections",
         unit: Unit::Count,
         series: &[
-            s(
+            line(
                 "in flight",
-                Expr::Latest(sel(c::HTTP_SERVER_ACTIVE_REQUESTS.name)),
+                Expr::Latest(select(c::HTTP_SERVER_ACTIVE_REQUESTS.name)),
             ),
-            s(
+            line(
                 "connections",
-                Expr::Latest(sel(c::HTTP_SERVER_OPEN_CONNECTIONS.name)),
+                Expr::Latest(select(c::HTTP_SERVER_OPEN_CONNECTIONS.name)),
             ),
         ],
     },
@@ -357,19 +359,22 @@ pub const PANELS: &[Panel] = &[
         row: Row::PerRoute,
         title: "Requests by route",
         unit: Unit::PerSecond,
-        series: &[s("{}", Expr::Rate(REQS.by(ROUTE)))],
+        series: &[line("{}", Expr::Rate(REQS.by(ROUTE)))],
     },
     Panel {
         row: Row::PerRoute,
         title: "p99 latency by route",
         unit: Unit::Seconds,
-        series: &[s("{}", Expr::Quantile(0.99, sel(REQ_BUCKET).by(ROUTE)))],
+        series: &[line(
+            "{}",
+            Expr::Quantile(0.99, select(REQ_BUCKET).by(ROUTE)),
+        )],
     },
     Panel {
         row: Row::PerRoute,
         title: "Error ratio by route",
         unit: Unit::Ratio,
-        series: &[s(
+        series: &[line(
             "{}",
             Expr::Ratio(REQS.only(S5XX).by(ROUTE), REQS.by(ROUTE)),
         )],
@@ -378,45 +383,51 @@ pub const PANELS: &[Panel] = &[
         row: Row::PerRoute,
         title: "Responses by status",
         unit: Unit::PerSecond,
-        series: &[s("{}", Expr::Rate(REQS.by(&["http_response_status_code"])))],
+        series: &[line(
+            "{}",
+            Expr::Rate(REQS.by(&["http_response_status_code"])),
+        )],
     },
     Panel {
         row: Row::Cache,
         title: "Hit ratio",
         unit: Unit::Ratio,
-        series: &[s("hit ratio", HIT_RATIO)],
+        series: &[line("hit ratio", HIT_RATIO)],
     },
     Panel {
         row: Row::Cache,
         title: "Hits vs misses",
         unit: Unit::PerSecond,
-        series: &[s("{}", Expr::Rate(sel(c::CACHE_GETS.name).by(&["result"])))],
+        series: &[line(
+            "{}",
+            Expr::Rate(select(c::CACHE_GETS.name).by(&["result"])),
+        )],
     },
     Panel {
         row: Row::Cache,
         title: "Entries and size",
         unit: Unit::Count,
         series: &[
-            s("entries", Expr::Latest(sel(c::CACHE_ENTRIES.name))),
-            s("capacity", Expr::Latest(sel(c::CACHE_CAPACITY.name))),
+            line("entries", Expr::Latest(select(c::CACHE_ENTRIES.name))),
+            line("capacity", Expr::Latest(select(c::CACHE_CAPACITY.name))),
         ],
     },
     Panel {
         row: Row::Cache,
         title: "Evictions by cause",
         unit: Unit::PerSecond,
-        series: &[s(
+        series: &[line(
             "{}",
-            Expr::Rate(sel(c::CACHE_EVICTIONS.name).by(&["cause"])),
+            Expr::Rate(select(c::CACHE_EVICTIONS.name).by(&["cause"])),
         )],
     },
     Panel {
         row: Row::Cache,
         title: "Coalesced loads",
         unit: Unit::PerSecond,
-        series: &[s(
+        series: &[line(
             "coalesced/s",
-            Expr::Rate(sel(c::CACHE_LOAD_COALESCED.name)),
+            Expr::Rate(select(c::CACHE_LOAD_COALESCED.name)),
         )],
     },
     Panel {
@@ -424,8 +435,8 @@ pub const PANELS: &[Panel] = &[
         title: "Cached bytes",
         unit: Unit::Bytes,
         series: &[
-            s("bytes", Expr::Latest(sel(c::CACHE_SIZE_BYTES.name))),
-            s("budget", Expr::Latest(sel(c::CACHE_CAPACITY_BYTES.name))),
+            line("bytes", Expr::Latest(select(c::CACHE_SIZE_BYTES.name))),
+            line("budget", Expr::Latest(select(c::CACHE_CAPACITY_BYTES.name))),
         ],
     },
     Panel {
@@ -433,13 +444,13 @@ pub const PANELS: &[Panel] = &[
         title: "Connections used / idle / max",
         unit: Unit::Count,
         series: &[
-            s(
+            line(
                 "{}",
-                Expr::Latest(sel(c::DB_CONNECTION_COUNT.name).by(&["pool", "state"])),
+                Expr::Latest(select(c::DB_CONNECTION_COUNT.name).by(&["pool", "state"])),
             ),
-            s(
+            line(
                 "{} max",
-                Expr::Latest(sel(c::DB_CONNECTION_MAX.name).by(POOL)),
+                Expr::Latest(select(c::DB_CONNECTION_MAX.name).by(POOL)),
             ),
         ],
     },
@@ -447,81 +458,89 @@ pub const PANELS: &[Panel] = &[
         row: Row::Pool,
         title: "Requests waiting for a connection",
         unit: Unit::Count,
-        series: &[s(
+        series: &[line(
             "{}",
-            Expr::Latest(sel(c::DB_CONNECTION_PENDING.name).by(POOL)),
+            Expr::Latest(select(c::DB_CONNECTION_PENDING.name).by(POOL)),
         )],
     },
     Panel {
         row: Row::Pool,
         title: "Acquire wait p99",
         unit: Unit::Seconds,
-        series: &[s("{}", Expr::Quantile(0.99, sel(WAIT_BUCKET).by(POOL)))],
+        series: &[line(
+            "{}",
+            Expr::Quantile(0.99, select(WAIT_BUCKET).by(POOL)),
+        )],
     },
     Panel {
         row: Row::Pool,
         title: "Acquire timeouts",
         unit: Unit::Count,
-        series: &[s(
+        series: &[line(
             "{}",
-            Expr::Increase(sel(c::DB_CONNECTION_TIMEOUTS.name).by(POOL)),
+            Expr::Increase(select(c::DB_CONNECTION_TIMEOUTS.name).by(POOL)),
         )],
     },
     Panel {
         row: Row::Database,
         title: "Operation latency p99",
         unit: Unit::Seconds,
-        series: &[s("{}", Expr::Quantile(0.99, sel(OP_BUCKET).by(OP)))],
+        series: &[line("{}", Expr::Quantile(0.99, select(OP_BUCKET).by(OP)))],
     },
     Panel {
         row: Row::Database,
         title: "Operations per second",
         unit: Unit::PerSecond,
-        series: &[s("{}", Expr::Rate(sel(OP_COUNT).by(OP)))],
+        series: &[line("{}", Expr::Rate(select(OP_COUNT).by(OP)))],
     },
     Panel {
         row: Row::Database,
         title: "Operation errors",
         unit: Unit::PerSecond,
-        series: &[s(
+        series: &[line(
             "{}",
-            Expr::Rate(sel(c::DB_OPERATION_ERRORS.name).by(&["db_operation_name", "error_type"])),
+            Expr::Rate(
+                select(c::DB_OPERATION_ERRORS.name).by(&["db_operation_name", "error_type"]),
+            ),
         )],
     },
     Panel {
         row: Row::Process,
         title: "CPU",
         unit: Unit::Cores,
-        series: &[s("cpu", Expr::Rate(sel(PROCESS_CPU)))],
+        series: &[line("cpu", Expr::Rate(select(PROCESS_CPU)))],
     },
     Panel {
         row: Row::Process,
         title: "Resident memory",
         unit: Unit::Bytes,
-        series: &[s("resident", Expr::Latest(sel(PROCESS_RSS)))],
+        series: &[line("resident", Expr::Latest(select(PROCESS_RSS)))],
     },
     Panel {
         row: Row::Process,
         title: "Open file descriptors",
         unit: Unit::Count,
         series: &[
-            s("open", Expr::Latest(sel(PROCESS_FDS))),
-            s("max", Expr::Latest(sel(PROCESS_MAX_FDS))),
+            line("open", Expr::Latest(select(PROCESS_FDS))),
+            line("max", Expr::Latest(select(PROCESS_MAX_FDS))),
         ],
     },
     Panel {
         row: Row::Replicas,
         title: "Cache lease held",
         unit: Unit::Count,
-        series: &[s("lease", Expr::Latest(sel(c::CACHE_LEASE_HELD.name)))],
+        series: &[line(
+            "lease",
+            Expr::Latest(select(c::CACHE_LEASE_HELD.name)),
+        )],
     },
     Panel {
         row: Row::Replicas,
         title: "Invalidations applied / ignored",
         unit: Unit::PerSecond,
-        series: &[s(
+        series: &[line(
             "{}",
-            Expr::Rate(sel(c::CACHE_INVALIDATIONS.name).by(&["result"])),
+            Expr::Rate(select(c::CACHE_INVALIDATIONS.name).by(&["result"])),
         )],
     },
     Panel {
@@ -529,10 +548,13 @@ pub const PANELS: &[Panel] = &[
         title: "Notification lag p50 / p99",
         unit: Unit::Seconds,
         series: &[
-            s("p50 {}", Expr::Quantile(0.5, sel(LAG_BUCKET).by(&["kind"]))),
-            s(
+            line(
+                "p50 {}",
+                Expr::Quantile(0.5, select(LAG_BUCKET).by(&["kind"])),
+            ),
+            line(
                 "p99 {}",
-                Expr::Quantile(0.99, sel(LAG_BUCKET).by(&["kind"])),
+                Expr::Quantile(0.99, select(LAG_BUCKET).by(&["kind"])),
             ),
         ],
     },
@@ -541,13 +563,13 @@ pub const PANELS: &[Panel] = &[
         title: "Flushes and listener reconnects",
         unit: Unit::Count,
         series: &[
-            s(
+            line(
                 "flush: {}",
-                Expr::Increase(sel(c::CACHE_FLUSHES.name).by(&["reason"])),
+                Expr::Increase(select(c::CACHE_FLUSHES.name).by(&["reason"])),
             ),
-            s(
+            line(
                 "reconnects",
-                Expr::Increase(sel(c::CACHE_LISTENER_RECONNECTS.name)),
+                Expr::Increase(select(c::CACHE_LISTENER_RECONNECTS.name)),
             ),
         ],
     },
@@ -555,30 +577,33 @@ pub const PANELS: &[Panel] = &[
         row: Row::Standbys,
         title: "Standby replay lag",
         unit: Unit::Seconds,
-        series: &[s("{}", Expr::Latest(sel(c::DB_REPLICA_LAG.name).by(POOL)))],
+        series: &[line(
+            "{}",
+            Expr::Latest(select(c::DB_REPLICA_LAG.name).by(POOL)),
+        )],
     },
     Panel {
         row: Row::Standbys,
         title: "Reads by pool",
         unit: Unit::PerSecond,
-        series: &[s("{}", Expr::Rate(sel(c::DB_READS.name).by(POOL)))],
+        series: &[line("{}", Expr::Rate(select(c::DB_READS.name).by(POOL)))],
     },
     Panel {
         row: Row::Standbys,
         title: "Standbys by state (breaker)",
         unit: Unit::Count,
-        series: &[s(
+        series: &[line(
             "{}",
-            Expr::Latest(sel(c::DB_REPLICA_STATE.name).by(&["state"])),
+            Expr::Latest(select(c::DB_REPLICA_STATE.name).by(&["state"])),
         )],
     },
     Panel {
         row: Row::Standbys,
         title: "Reads retried on the primary",
         unit: Unit::PerSecond,
-        series: &[s(
+        series: &[line(
             "{}",
-            Expr::Rate(sel(c::DB_REPLICA_FALLBACKS.name).by(&["reason"])),
+            Expr::Rate(select(c::DB_REPLICA_FALLBACKS.name).by(&["reason"])),
         )],
     },
 ];
@@ -612,7 +637,7 @@ pub const TILES: &[Tile] = &[
     tile(
         "In flight",
         Unit::Count,
-        Expr::Latest(sel(c::HTTP_SERVER_ACTIVE_REQUESTS.name)),
+        Expr::Latest(select(c::HTTP_SERVER_ACTIVE_REQUESTS.name)),
     ),
     Tile {
         title: "SLO: availability (1h)",
@@ -627,7 +652,7 @@ pub const TILES: &[Tile] = &[
         title: "SLO: latency (1h)",
         unit: Unit::Ratio,
         expr: Expr::Ratio(
-            sel(REQ_BUCKET).only(&[("le", Matcher::Bound(c::SLO_LATENCY_THRESHOLD))]),
+            select(REQ_BUCKET).only(&[("le", Matcher::Bound(c::SLO_LATENCY_THRESHOLD))]),
             REQS,
         ),
         hour: true,
@@ -691,10 +716,10 @@ mod tests {
         let t0 = bucket_lines("/a", &[("0.1", 0), ("0.2", 0), ("+Inf", 0)]);
         let t1 = bucket_lines("/a", &[("0.1", 10), ("0.2", 10), ("+Inf", 10)])
             + &bucket_lines("/b", &[("0.1", 0), ("0.2", 10), ("+Inf", 10)]);
-        let q = eval(&Expr::Quantile(0.5, sel(REQ_BUCKET)), [&t0, &t1], 1.0);
+        let q = eval(&Expr::Quantile(0.5, select(REQ_BUCKET)), [&t0, &t1], 1.0);
         assert!((q[""] - 0.1).abs() < 1e-12, "{q:?}");
         let by = eval(
-            &Expr::Quantile(0.5, sel(REQ_BUCKET).by(ROUTE)),
+            &Expr::Quantile(0.5, select(REQ_BUCKET).by(ROUTE)),
             [&t0, &t1],
             1.0,
         );
