@@ -4,7 +4,7 @@
 //!
 //! A connection quiet for the idle timeout between requests is closed. This is done here rather
 //! than with poem's `Server::idle_timeout`, which wakes a task of its own and re-arms its timer on
-//! every read and write (8 % of a cache hit's throughput, see BENCHMARKS.md): here a read or write
+//! every read and write (a measurable share of a cache hit's throughput, see BENCHMARKS.md): here a read or write
 //! notes the time, and one timer per connection is re-armed only when it fires. A connection in
 //! the middle of a request is closed only after it has been quiet for longer than any request
 //! may take, so a slow answer is never cut short (see `IdleTimeout`).

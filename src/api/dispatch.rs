@@ -7,7 +7,7 @@ use crate::route::ApiRoute;
 /// The OpenAPI operations called directly and every other route through the router, so a request
 /// for `/data/{id}` is matched once (by the OpenAPI service's own router) instead of twice (the
 /// outer router, then the nested service's): that second match, its path formatting and request
-/// extensions were about a tenth of a cache hit's instructions.
+/// extensions were a large share of a cache hit's instructions (BENCHMARKS.md).
 ///
 /// `GET /data/{id}` with a plain decimal id (the read every client repeats) goes straight to
 /// [`DataApi::read_item`], the function the operation itself calls, and is answered by
@@ -42,7 +42,7 @@ impl<A: poem::Endpoint, R: poem::Endpoint> poem::Endpoint for Dispatch<A, R> {
 
 /// Another lane's future, boxed: the operations' futures are kilobytes (every extractor's state),
 /// and unboxed they would size this endpoint's future, so the direct lane and every layer around
-/// it would move kilobytes per request (a tenth of a hit's instructions went to `memcpy` there).
+/// it would move kilobytes per request (`memcpy` that a profile of hits showed).
 /// One allocation is nothing beside a database round trip.
 fn cold<R: poem::IntoResponse>(
     call: impl Future<Output = poem::Result<R>>,

@@ -2,7 +2,7 @@
 //! and booleans into strings; a demanding client wants `{"name": 5}` rejected as a wrong type
 //! instead. PostgreSQL cannot store U+0000 in text, so it is refused here, at parse time, and the
 //! schema says so with a `pattern` (poem-openapi's `pattern` validator would compile its regex
-//! on every check: about 15 % of a PUT's CPU).
+//! on every check, a measurable share of a PUT's CPU: see BENCHMARKS.md).
 
 use poem_openapi::{
     registry::{MetaSchema, MetaSchemaRef},

@@ -264,8 +264,8 @@ pub async fn checkpoint_wal(db: DatabaseConnection) {
 fn sqlite_options(url: &str, settings: &DbSettings, size: PoolSize) -> ConnectOptions {
     let busy = settings.acquire_timeout;
     let mut opts = options(url, settings, size.max, size.min);
-    // A connection to a local file has nothing to lose between uses: no pre-ping (it cost
-    // ~40 us of each write's hold on the writer). sea-orm's SQLite driver has no idle threshold.
+    // A connection to a local file has nothing to lose between uses: no pre-ping (a round trip
+    // inside each write's hold on the writer). sea-orm's SQLite driver has no idle threshold.
     opts.test_before_acquire(false);
     opts.map_sqlx_sqlite_opts(move |o| {
         o.journal_mode(SqliteJournalMode::Wal)
