@@ -90,6 +90,14 @@ pub const CACHE_EVICTIONS: MetricDef = def(
 /// Items, cached not-founds and tombstones.
 pub const CACHE_ENTRIES: MetricDef =
     def("cache_entries", Gauge, None, "Entries in the item cache.");
+/// Versions this replica knows were committed, held outside the cache until no read needs them
+/// (see `store::marks`).
+pub const CACHE_VERSION_MARKS: MetricDef = def(
+    "cache_version_marks",
+    Gauge,
+    None,
+    "Version marks held for the item cache (writes and notices that fills must not answer older than).",
+);
 pub const CACHE_SIZE_BYTES: MetricDef = def(
     "cache_size_bytes",
     Gauge,
@@ -116,7 +124,7 @@ pub const CACHE_INVALIDATIONS: MetricDef = def(
     None,
     "Change notifications from other replicas (or this one) applied to the cache, by result.",
 );
-/// Labels: `reason` = `reconnect`, `error`, `silence`, `lease`.
+/// Labels: `reason` = `reconnect`, `error`, `silence`, `lease`, `truncate`.
 pub const CACHE_FLUSHES: MetricDef = def(
     "cache_flushes_total",
     Counter,
@@ -237,7 +245,7 @@ pub const BUILD_INFO: MetricDef = def(
 );
 
 /// Every family the service itself defines (process metrics come from `metrics-process`).
-pub const ALL: [&MetricDef; 30] = [
+pub const ALL: [&MetricDef; 31] = [
     &HTTP_SERVER_REQUEST_DURATION,
     &HTTP_SERVER_ACTIVE_REQUESTS,
     &HTTP_SERVER_OPEN_CONNECTIONS,
@@ -247,6 +255,7 @@ pub const ALL: [&MetricDef; 30] = [
     &CACHE_LOAD_COALESCED,
     &CACHE_EVICTIONS,
     &CACHE_ENTRIES,
+    &CACHE_VERSION_MARKS,
     &CACHE_SIZE_BYTES,
     &CACHE_CAPACITY,
     &CACHE_CAPACITY_BYTES,

@@ -266,6 +266,7 @@ impl ItemCache {
     pub async fn sample(&self) {
         self.inner.run_pending_tasks().await;
         self.metrics.sample(self.inner.entry_count());
+        self.metrics.sample_marks(self.marks.held());
     }
 
     /// The hot path: one state reading, one lookup, no database.

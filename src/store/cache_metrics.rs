@@ -59,6 +59,7 @@ pub struct CacheMetrics {
     /// By `Eviction`.
     evicted: [Counter; Eviction::ALL.len()],
     entries: Gauge,
+    marks: Gauge,
     bytes: Gauge,
     /// Bytes of bodies held now, kept exactly: added on insert, subtracted on removal.
     bytes_now: Arc<AtomicI64>,
@@ -82,6 +83,7 @@ impl CacheMetrics {
                 )
             }),
             entries: metrics.gauge(&CACHE_ENTRIES, &c),
+            marks: metrics.gauge(&CACHE_VERSION_MARKS, &c),
             bytes: metrics.gauge(&CACHE_SIZE_BYTES, &c),
             bytes_now: Arc::default(),
         }
@@ -110,5 +112,10 @@ impl CacheMetrics {
         self.entries.set(entries as f64);
         self.bytes
             .set(self.bytes_now.load(Ordering::Relaxed).max(0) as f64);
+    }
+
+    /// Publishes how many version marks are held.
+    pub fn sample_marks(&self, held: usize) {
+        self.marks.set(held as f64);
     }
 }
