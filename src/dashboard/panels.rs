@@ -31,6 +31,7 @@ pub const FAMILIES: &[(&str, &[&str])] = &[
     (c::CACHE_LOAD_COALESCED.name, &[]),
     (c::CACHE_EVICTIONS.name, &["cause"]),
     (c::CACHE_ENTRIES.name, &[]),
+    (c::CACHE_VERSION_MARKS.name, &[]),
     (c::CACHE_CAPACITY.name, &[]),
     (c::CACHE_SIZE_BYTES.name, &[]),
     (c::CACHE_CAPACITY_BYTES.name, &[]),
@@ -410,6 +411,10 @@ pub const PANELS: &[Panel] = &[
         series: &[
             line("entries", Expr::Latest(select(c::CACHE_ENTRIES.name))),
             line("capacity", Expr::Latest(select(c::CACHE_CAPACITY.name))),
+            line(
+                "version marks",
+                Expr::Latest(select(c::CACHE_VERSION_MARKS.name)),
+            ),
         ],
     },
     Panel {
