@@ -1,11 +1,17 @@
 //! data-api: items at `/data/{id}` over sea-orm, with a coherent moka cache in front.
+//!
+//! A module is `pub` only where the black-box tests, the examples or the benches reach it (the
+//! app's builder, its settings, the route table, the metric catalog, what the hot-path counter
+//! assembles); every other room is `pub(crate)` or private, so its own file says whether
+//! anything outside the crate may depend on it. Which room may use which: `cargo test --lib
+//! layout`, and the README's map.
 
 /// HTTP operations, OpenAPI document and middleware.
 pub mod api;
 /// Command-line flags and environment settings.
 pub mod config;
 /// The cap on open connections.
-pub mod connections;
+pub(crate) mod connections;
 /// `/dashboard`: live charts computed in-process from the metrics.
 pub mod dashboard;
 /// Checks that no two top-level modules use each other (`cargo test --lib layout`).

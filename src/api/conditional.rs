@@ -20,11 +20,6 @@ const IF_MATCH_PATTERN: &str =
 pub struct IfMatch(pub Precondition);
 
 impl IfMatch {
-    /// The precondition of a request with or without the header.
-    pub fn precondition(header: Option<Self>) -> Precondition {
-        header.map_or(Precondition::None, |h| h.0)
-    }
-
     /// Whether an item at `version` meets it (a read checks the item it found).
     pub fn admits(&self, version: i64) -> bool {
         match &self.0 {
@@ -207,7 +202,7 @@ mod tests {
 
     #[test]
     fn if_match_forms() {
-        assert_eq!(IfMatch::precondition(None), Precondition::None);
+        assert_eq!(write_precondition(None, None, None), Precondition::None);
         assert_eq!(pre(" * "), Some(Precondition::Exists));
         assert_eq!(
             pre("\"3\", \"5\""),

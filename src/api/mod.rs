@@ -31,18 +31,18 @@ macro_rules! scalar_type {
     };
 }
 
-pub mod auth;
-pub mod conditional;
-pub mod dashboard;
-pub mod data;
-pub mod dispatch;
-pub mod error;
-pub mod health;
+pub(crate) mod auth;
+pub(crate) mod conditional;
+pub(crate) mod dashboard;
+pub(crate) mod data;
+pub(crate) mod dispatch;
+pub(crate) mod error;
+pub(crate) mod health;
 pub mod middleware;
 pub mod models;
-pub mod observe;
-pub mod spec;
-pub mod text;
+pub(crate) mod observe;
+pub(crate) mod spec;
+pub(crate) mod text;
 
 use std::sync::{Arc, atomic::AtomicBool};
 

@@ -2,7 +2,7 @@
 //! recording on the hot path is an atomic update — no label-set allocation, no registry lock.
 
 pub mod catalog;
-pub mod http;
+pub(crate) mod http;
 
 use std::{sync::OnceLock, time::Duration};
 

@@ -1,22 +1,22 @@
 //! Data access: the database (`repo`), the coherent cache in front of it (`cache`), and `Store`,
 //! which combines them behind functions that say what they do, measuring each step.
 
-pub mod batch;
-pub mod cache;
-pub mod cache_metrics;
+pub(crate) mod batch;
+pub(crate) mod cache;
+pub(crate) mod cache_metrics;
 #[cfg(test)]
 mod cache_sim;
 pub mod coherence;
 pub mod db;
-pub mod entity;
-pub mod failure;
-pub mod idempotency;
-pub mod listener;
-pub mod marks;
-pub mod pool;
-pub mod repo;
-pub mod standby;
-pub mod start_wait;
+pub(crate) mod entity;
+pub(crate) mod failure;
+pub(crate) mod idempotency;
+pub(crate) mod listener;
+pub(crate) mod marks;
+pub(crate) mod pool;
+pub(crate) mod repo;
+pub(crate) mod standby;
+pub(crate) mod start_wait;
 
 use std::sync::Arc;
 

@@ -10,7 +10,7 @@
 //! the log layer a formatted field set per request, which is most of what tracing would cost on a
 //! cache hit; the task-local costs nothing until a line is actually written.
 
-pub mod log_format;
+pub(crate) mod log_format;
 pub mod trace_context;
 
 use std::io::IsTerminal;
