@@ -22,8 +22,10 @@ async fn main() -> anyhow::Result<()> {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(settings) => {
+            // Before start-up, so a SIGTERM during it drains instead of killing the process.
+            let shutdown = startup::shutdown_signal();
             let app = startup::App::build(*settings).await?;
-            app.run_until_stopped(startup::shutdown_signal()).await
+            app.run_until_stopped(shutdown).await
         }
         Command::Migrate(args) => startup::migrate(&args.db, args.status).await,
         Command::Seed(args) => seed::run(&args).await,
