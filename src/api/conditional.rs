@@ -30,40 +30,57 @@ impl IfMatch {
 
     /// Parses the header; `None` if it is not `*` or a list of entity tags.
     fn parse(value: &str) -> Option<Self> {
-        const OWS: [char; 2] = [' ', '\t'];
-        let value = value.trim_matches(OWS);
-        if value == "*" {
-            return Some(Self(Precondition::Exists));
+        Some(Self(match value.trim_matches(OWS) {
+            "*" => Precondition::Exists,
+            tags => Precondition::VersionIn(tag_versions(tags, Comparison::Strong)?),
+        }))
+    }
+}
+
+/// Optional whitespace around list elements (RFC 9110 §5.6.3).
+const OWS: [char; 2] = [' ', '\t'];
+
+/// How entity tags compare (RFC 9110 §8.8.3.2).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Comparison {
+    /// Weak tags match nothing (`If-Match`).
+    Strong,
+    /// Weak tags match as their strong form (`If-None-Match`).
+    Weak,
+}
+
+/// The versions a list of entity tags names (tags that are not versions of ours name none);
+/// `None` if `value` is not such a list.
+fn tag_versions(value: &str, comparison: Comparison) -> Option<Vec<i64>> {
+    let mut versions = Vec::new();
+    let mut rest = value;
+    while !rest.is_empty() {
+        let (weak, tag) = match rest.strip_prefix("W/") {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let tag = tag.strip_prefix('"')?;
+        let end = tag.find('"')?;
+        let (opaque, after) = (&tag[..end], &tag[end + 1..]);
+        if !opaque
+            .bytes()
+            .all(|b| b == b'!' || (b'#'..=b'~').contains(&b))
+        {
+            return None;
         }
-        let mut versions = Vec::new();
-        let mut rest = value;
-        while !rest.is_empty() {
-            let (weak, tag) = match rest.strip_prefix("W/") {
-                Some(r) => (true, r),
-                None => (false, rest),
-            };
-            let tag = tag.strip_prefix('"')?;
-            let end = tag.find('"')?;
-            let (opaque, after) = (&tag[..end], &tag[end + 1..]);
-            if !opaque
-                .bytes()
-                .all(|b| b == b'!' || (b'#'..=b'~').contains(&b))
-            {
+        let counts = !weak || comparison == Comparison::Weak;
+        if let Some(v) = version_of(opaque).filter(|_| counts) {
+            versions.push(v);
+        }
+        rest = after.trim_start_matches(OWS);
+        if !rest.is_empty() {
+            rest = rest.strip_prefix(',')?.trim_start_matches(OWS);
+            if rest.is_empty() {
                 return None;
             }
-            if let Some(v) = version_of(opaque).filter(|_| !weak) {
-                versions.push(v);
-            }
-            rest = after.trim_start_matches(OWS);
-            if !rest.is_empty() {
-                rest = rest.strip_prefix(',')?.trim_start_matches(OWS);
-                if rest.is_empty() {
-                    return None;
-                }
-            }
         }
-        Some(Self(Precondition::VersionIn(versions)))
     }
+    Some(versions)
 }
 
 /// A parsed `If-None-Match` header on a write: `*` (never met: a write needs the item to exist)
@@ -73,16 +90,10 @@ pub struct IfNoneMatch(pub Precondition);
 
 impl IfNoneMatch {
     fn parse(value: &str) -> Option<Self> {
-        let value = value.trim_matches([' ', '\t']);
-        if value == "*" {
-            return Some(Self(Precondition::VersionIn(Vec::new())));
-        }
-        // The same grammar as `If-Match`; weak tags count here, so read them as strong.
-        let strong = value.replace("W/\"", "\"");
-        match IfMatch::parse(&strong)?.0 {
-            Precondition::VersionIn(v) => Some(Self(Precondition::VersionNotIn(v))),
-            _ => None,
-        }
+        Some(Self(match value.trim_matches(OWS) {
+            "*" => Precondition::VersionIn(Vec::new()),
+            tags => Precondition::VersionNotIn(tag_versions(tags, Comparison::Weak)?),
+        }))
     }
 }
 
@@ -167,7 +178,6 @@ impl ParseFromParameter for IfMatch {
 /// Entity tags are read whole, so a comma inside one (`"a,b"`) does not split it; a header that
 /// is not `*` or a list of tags matches nothing.
 pub fn none_match(header: &str, etag: &str) -> bool {
-    const OWS: [char; 2] = [' ', '\t'];
     let mut rest = header.trim_matches(OWS);
     if rest == "*" {
         return true;
@@ -247,6 +257,11 @@ mod tests {
         );
         assert_eq!(inm("*").map(|n| n.0), Some(Precondition::VersionIn(vec![])));
         assert_eq!(inm("3"), None);
+        assert_eq!(
+            inm("\"3W/\"").map(|n| n.0),
+            Some(Precondition::VersionNotIn(vec![])),
+            "not one of our tags"
+        );
         let date = "Sun, 06 Nov 1994 08:49:37 GMT";
         let at = http_date(date).unwrap();
         assert_eq!(
