@@ -219,74 +219,74 @@ async fn if_match_guards_writes(app: &TestApp) {
 async fn every_precondition_is_evaluated(app: &TestApp) {
     let item = app.create(json!({"name": "x"})).await;
     let path = format!("/data/{}", item["id"]);
-    let write = |method: Method, header: &'static str, value: String| {
-        app.request(method, &path)
+    let long_ago = "Sun, 06 Nov 1994 08:49:37 GMT";
+    let later = "Fri, 01 Jan 2100 00:00:00 GMT";
+    // In order: each write that holds raises the version by one.
+    let cases = [
+        (Method::PUT, "If-None-Match", "*", 412, "the item exists"),
+        (
+            Method::PATCH,
+            "If-None-Match",
+            "W/\"1\"",
+            412,
+            "weak comparison",
+        ),
+        (
+            Method::DELETE,
+            "If-None-Match",
+            "\"1\"",
+            412,
+            "at version 1",
+        ),
+        (
+            Method::PUT,
+            "If-None-Match",
+            "\"7\"",
+            200,
+            "not at version 7",
+        ),
+        (
+            Method::PUT,
+            "If-Unmodified-Since",
+            long_ago,
+            412,
+            "changed since 1994",
+        ),
+        (
+            Method::DELETE,
+            "If-Unmodified-Since",
+            long_ago,
+            412,
+            "changed since 1994",
+        ),
+        (
+            Method::PATCH,
+            "If-Unmodified-Since",
+            later,
+            200,
+            "not changed since 2100",
+        ),
+        (
+            Method::PATCH,
+            "If-Unmodified-Since",
+            "not a date",
+            200,
+            "an invalid date is ignored",
+        ),
+    ];
+    for (method, header, value, status, why) in cases {
+        let resp = app
+            .request(method.clone(), &path)
             .header(header, value)
             .json(&json!({"name": "changed"}))
-    };
-    let v = |s: &str| s.to_owned();
-    problem(
-        write(Method::PUT, "If-None-Match", v("*"))
             .send()
             .await
-            .unwrap(),
-        412,
-    )
-    .await;
-    problem(
-        write(Method::PATCH, "If-None-Match", v("W/\"1\""))
-            .send()
-            .await
-            .unwrap(),
-        412,
-    )
-    .await;
-    problem(
-        write(Method::DELETE, "If-None-Match", v("\"1\""))
-            .send()
-            .await
-            .unwrap(),
-        412,
-    )
-    .await;
-    let ok = write(Method::PUT, "If-None-Match", v("\"7\""))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200, "the item is not at version 7");
-
-    let long_ago = v("Sun, 06 Nov 1994 08:49:37 GMT");
-    let later = v("Fri, 01 Jan 2100 00:00:00 GMT");
-    problem(
-        write(Method::PUT, "If-Unmodified-Since", long_ago.clone())
-            .send()
-            .await
-            .unwrap(),
-        412,
-    )
-    .await;
-    problem(
-        write(Method::DELETE, "If-Unmodified-Since", long_ago)
-            .send()
-            .await
-            .unwrap(),
-        412,
-    )
-    .await;
-    let ok = write(Method::PATCH, "If-Unmodified-Since", later)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200, "not changed since 2100");
-    let ignored = write(Method::PATCH, "If-Unmodified-Since", v("not a date"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        ignored.status(),
-        200,
-        "an invalid date is ignored, as RFC 9110 says"
-    );
+            .unwrap();
+        assert_eq!(resp.status(), status, "{method} {header}: {value} ({why})");
+        if status == 412 {
+            problem(resp, 412).await;
+        }
+    }
     let now: Value = app.get(&path).await.json().await.unwrap();
     assert_eq!(
         now["version"], 4,

@@ -159,6 +159,30 @@ pub async fn primary_and_standby(
     Ok((primary, standby))
 }
 
+/// The app on a throwaway primary, reading from a hot standby of it (`tweak` adjusts the
+/// settings further), once the standby serves; `None` (reported as skipped) where no cluster
+/// can be made here. The clusters are returned so they live as long as the test.
+pub async fn app_with_a_standby(
+    tweak: impl FnOnce(&mut data_api::config::Settings),
+) -> Option<(crate::helpers::TestApp, Arc<Cluster>, Arc<Cluster>)> {
+    let (primary, standby) = match primary_and_standby("-c hot_standby=on").await {
+        Ok(pair) => pair,
+        Err(why) => {
+            crate::helpers::skip(&format!("no throwaway PostgreSQL cluster: {why}"));
+            return None;
+        }
+    };
+    let app = crate::helpers::TestApp::on_url(&primary.url(), |s| {
+        s.db.read_urls = vec![standby.url()];
+        tweak(s);
+    })
+    .await;
+    let serving = ["state=\"serving\"", "pool=\"standby-0\""];
+    app.wait_for_metric("db_replica_state", &serving, |v| v == 1.0)
+        .await;
+    Some((app, primary, standby))
+}
+
 /// Runs the blocking `f` (a server tool) off the tests' runtime threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("task")

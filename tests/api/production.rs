@@ -6,8 +6,8 @@ use reqwest::Method;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, metric, skip};
-use crate::pg_cluster::primary_and_standby;
+use crate::helpers::metric;
+use crate::pg_cluster::app_with_a_standby;
 
 /// A hot standby, `--max-replica-lag 5s`, `--cache-capacity 100`; 300 items; ids 1-150 read ten
 /// times each (the cache is full of often-read entries); the standby's replay paused; then each
@@ -16,22 +16,14 @@ use crate::pg_cluster::primary_and_standby;
 /// not depend on the cache admitting it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_writes_are_never_read_older_from_a_standby_with_a_full_cache() {
-    let (primary, standby) = match primary_and_standby("-c hot_standby=on").await {
-        Ok(pair) => pair,
-        Err(why) => return skip(&format!("no throwaway PostgreSQL cluster: {why}")),
-    };
-    let app = TestApp::on_url(&primary.url(), |s| {
-        s.db.read_urls = vec![standby.url()];
+    let Some((app, _primary, standby)) = app_with_a_standby(|s| {
         s.db.max_replica_lag = std::time::Duration::from_secs(5);
         s.cache.capacity = 100;
     })
-    .await;
-    app.wait_for_metric(
-        "db_replica_state",
-        &["state=\"serving\"", "pool=\"standby-0\""],
-        |v| v == 1.0,
-    )
-    .await;
+    .await
+    else {
+        return;
+    };
     let ids = app.create_many(300, "full").await;
     assert_eq!(ids.len(), 300);
     for _ in 0..10 {
@@ -88,21 +80,17 @@ async fn own_writes_are_never_read_older_from_a_standby_with_a_full_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standbys_stop_serving_when_the_primary_position_is_unknown() {
     use sea_orm::TransactionTrait;
-    let (primary, standby) = match primary_and_standby("-c hot_standby=on").await {
-        Ok(pair) => pair,
-        Err(why) => return skip(&format!("no throwaway PostgreSQL cluster: {why}")),
-    };
-    let app = TestApp::on_url(&primary.url(), |s| {
-        s.db.read_urls = vec![standby.url()];
+    let Some((app, primary, _standby)) = app_with_a_standby(|s| {
         s.db.max_connections = Some(2);
         s.db.min_connections = Some(0);
         s.db.acquire_timeout = std::time::Duration::from_millis(200);
         s.db.statement_timeout = std::time::Duration::from_secs(20);
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let serving = ["state=\"serving\"", "pool=\"standby-0\""];
-    app.wait_for_metric("db_replica_state", &serving, |v| v == 1.0)
-        .await;
     let item = app.create(json!({"name": "locked"})).await;
     let path = format!("/data/{}", item["id"]);
     let db = Database::connect(primary.url()).await.expect("connect");

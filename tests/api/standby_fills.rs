@@ -5,8 +5,8 @@ use futures_util::{StreamExt, stream};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 
-use crate::helpers::{TestApp, metric, skip};
-use crate::pg_cluster::primary_and_standby;
+use crate::helpers::metric;
+use crate::pg_cluster::app_with_a_standby;
 
 const ITEMS: i64 = 600;
 const STANDBY: &str = "pool=\"standby-0\"";
@@ -33,16 +33,14 @@ async fn rows(url: &str) -> i64 {
 /// standby ran fewer than half as many queries as fills.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_fills_are_batched_and_each_gets_its_own_item() {
-    let (primary, standby) = match primary_and_standby("-c hot_standby=on").await {
-        Ok(pair) => pair,
-        Err(why) => return skip(&format!("no throwaway PostgreSQL cluster: {why}")),
-    };
-    let app = TestApp::on_url(&primary.url(), |s| {
-        s.db.read_urls = vec![standby.url()];
+    let Some((app, primary, standby)) = app_with_a_standby(|s| {
         s.db.read_batches = 1;
         s.cache.capacity = 10 * ITEMS as u64;
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let db = Database::connect(primary.url()).await.expect("connect");
     db.execute_unprepared(&format!(
         "INSERT INTO data_items (name, version, created_at, updated_at) \
