@@ -5,13 +5,11 @@ use std::ops::RangeInclusive;
 use indicatif::{ProgressBar, ProgressStyle};
 use migration::{Migrator, MigratorTrait};
 
-use crate::config::SeedArgs;
-use crate::store::{Db, db, repo};
+use crate::config::{DbSettings, SeedArgs};
+use crate::db::{self, Db, sql::items as repo};
 
 /// `data-api seed`: migrates, inserts, and says which ids it created (load tests need the range).
 pub async fn run(args: &SeedArgs) -> anyhow::Result<()> {
-    let db = db::connect(&args.db).await?;
-    Migrator::up(&db.write, None).await?;
     let bar = if args.quiet {
         ProgressBar::hidden()
     } else {
@@ -21,10 +19,9 @@ pub async fn run(args: &SeedArgs) -> anyhow::Result<()> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} items, {per_sec:.0}, eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let ids = insert(&db, args.items, args.batch, &bar).await;
+    let ids = into(&args.db, args.items, args.batch, &bar).await;
     // The summary goes on a line of its own, not over the bar.
     bar.finish_and_clear();
-    db.close().await;
     match ids? {
         Some(ids) => println!(
             "seeded {} items, ids {}..={} (e.g. LOADTEST_MAX_ID={})",
@@ -38,9 +35,24 @@ pub async fn run(args: &SeedArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Migrates the database `settings` name and inserts `items` synthetic items into it, in
+/// transactions of `batch` rows, advancing `bar`; returns the range of ids they got.
+pub async fn into(
+    settings: &DbSettings,
+    items: u64,
+    batch: u64,
+    bar: &ProgressBar,
+) -> anyhow::Result<Option<RangeInclusive<i64>>> {
+    let db = db::connect(settings).await?;
+    Migrator::up(&db.write, None).await?;
+    let ids = insert(&db, items, batch, bar).await;
+    db.close().await;
+    ids
+}
+
 /// Inserts `items` synthetic items in transactions of `batch` rows, advancing `bar`; returns
 /// the range of ids they got (other writers running at the same time may own ids inside it).
-pub async fn insert(
+async fn insert(
     db: &Db,
     items: u64,
     batch: u64,

@@ -1,4 +1,4 @@
-//! Building the application (database, migrations, cache, routes) and running it until a
+//! Building the application (the store, keys, metrics, the dashboard, the listeners) and running it until a
 //! shutdown signal, then draining in-flight requests and closing the pool.
 
 use std::{
@@ -22,8 +22,9 @@ use crate::{
     config::{DbSettings, Settings},
     connections::{Capped, IdleTimeout},
     dashboard::{self, Dashboard},
+    db,
     metrics::Metrics,
-    store::{self, Store, coherence::Coherence, listener},
+    store::{self, Store},
 };
 
 /// A bound, ready-to-run server.
@@ -37,20 +38,11 @@ pub struct App {
     keys: api::auth::ApiKeys,
     settings: Settings,
     shutting_down: Arc<AtomicBool>,
-    /// The invalidation listener, with several replicas.
-    listener: Option<tokio::task::JoinHandle<()>>,
-    /// The standbys' lag watch, with `--database-read-url`.
-    standby_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
     /// Connects to the database, applies migrations (unless turned off) and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = store::db::connect(&settings.db).await?;
-        tracing::info!(database = %store::db::describe(&settings.db.url), "connected");
-        if settings.server.migrate_on_start {
-            store::db::migrate(&db, &settings.db.url).await?;
-        }
         let auth = &settings.auth;
         let keys =
             api::auth::ApiKeys::load(auth.api_keys.as_deref(), auth.api_key_file.as_deref())?;
@@ -63,43 +55,16 @@ impl App {
             );
         }
         let metrics = Arc::new(Metrics::new(settings.metrics.enabled));
-        listener::register(&metrics);
-        let c = &settings.cache;
-        let replicated = db.backend() == sea_orm::DbBackend::Postgres && !c.single_instance;
-        let coherence = Arc::new(if replicated {
-            Coherence::replicated(&metrics, c.lease)
-        } else {
-            Coherence::single_instance(&metrics)
-        });
-        let listening = replicated && c.capacity > 0;
-        let standbys =
-            store::standby::Standbys::connect(&settings.db, &metrics, coherence.clone(), listening)
-                .await?;
-        let standby_watch = standbys
-            .clone()
-            .map(|s| tokio::spawn(s.watch(db.write.clone())));
-        let store = Store::new(db, standbys.clone(), &settings, &metrics, coherence.clone());
+        let migrate = settings.server.migrate_on_start;
+        let store = Store::open(&settings.db, &settings.cache, migrate, &metrics).await?;
         let dashboard = Arc::new(Dashboard::new(
             metrics.clone(),
             &settings.metrics,
             dashboard::OptionalRows {
-                replicas: replicated,
-                standbys: standbys.is_some(),
+                replicas: store.sharing() == store::Sharing::Replicated,
+                standbys: store.has_standbys(),
             },
         ));
-        let listener = match store.cache() {
-            Some(cache) if replicated => {
-                let url = c
-                    .listen_url
-                    .clone()
-                    .unwrap_or_else(|| settings.db.url.clone());
-                let task =
-                    tokio::spawn(listener::run(url, cache.clone(), metrics.clone(), standbys));
-                wait_for_lease(&coherence).await;
-                Some(task)
-            }
-            _ => None,
-        };
         let (acceptor, addr) = bind(settings.server.bind).await?;
         let metrics_acceptor = match settings.metrics.bind {
             Some(at) if settings.metrics.enabled => Some(bind(at).await?),
@@ -115,8 +80,6 @@ impl App {
             keys,
             settings,
             shutting_down: Arc::default(),
-            listener,
-            standby_watch,
         })
     }
 
@@ -160,10 +123,6 @@ impl App {
             every,
         ));
         let purge = tokio::spawn(purge_idempotency_keys(self.store.clone()));
-        let db = self.store.db();
-        let checkpoint = db
-            .is_sqlite_file()
-            .then(|| tokio::spawn(store::db::checkpoint_wal(db.write.clone())));
         let s = &self.settings.server;
         let request_timeout = self.settings.limits.request_timeout;
         let idle = (!s.idle_timeout.is_zero()).then(|| IdleTimeout {
@@ -200,41 +159,40 @@ impl App {
             .await;
         sampler.abort();
         purge.abort();
-        if let Some(task) = checkpoint {
-            task.abort();
-        }
-        for task in [&self.listener, &self.standby_watch].into_iter().flatten() {
-            task.abort();
-        }
         if let Some(server) = metrics_server {
             let _ = server.await;
         }
-        self.store.db().close().await;
-        if let Some(standbys) = self.store.standbys() {
-            standbys.close().await;
-        }
+        self.store.close().await;
         served.context("serving HTTP")?;
         tracing::info!("stopped");
         Ok(())
     }
 }
 
+/// The app's endpoint without a listener or background tasks, and its dashboard: for
+/// measuring the request path in process (the hot-path benchmark and instruction counter). The
+/// store is opened as `settings` say, without migrating; writes need no key.
+pub async fn in_process(
+    settings: &Settings,
+) -> anyhow::Result<(impl poem::Endpoint + use<>, Arc<Dashboard>)> {
+    let metrics = Arc::new(Metrics::new(settings.metrics.enabled));
+    let store = Store::open(&settings.db, &settings.cache, false, &metrics).await?;
+    let rows = dashboard::OptionalRows::default();
+    let dashboard = Arc::new(Dashboard::new(metrics.clone(), &settings.metrics, rows));
+    let keys = api::auth::ApiKeys::default();
+    let ep = api::routes(
+        store,
+        settings,
+        Arc::default(),
+        metrics,
+        keys,
+        dashboard.clone(),
+    )?;
+    Ok((ep, dashboard))
+}
+
 /// Most connections open at once on `--metrics-bind` (scrapers and dashboard tabs).
 const METRICS_MAX_CONNECTIONS: usize = 64;
-
-/// Waits (a few lease bounds at most) for the first heartbeat, so a replica starts serving with
-/// its cache on; without it the service still answers, from the database.
-async fn wait_for_lease(coherence: &Coherence) {
-    let deadline = std::time::Instant::now() + coherence.bound() * 5;
-    while !coherence.now().serving() {
-        if std::time::Instant::now() > deadline {
-            tracing::warn!("no cache lease yet: serving from the database until heartbeats return");
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    tracing::info!("cache coherent across replicas (lease held)");
-}
 
 async fn bind(at: SocketAddr) -> anyhow::Result<(TcpAcceptor, SocketAddr)> {
     let acceptor = TcpListener::bind(at)
@@ -316,9 +274,9 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 
 /// `data-api migrate`: applies pending migrations unless `status_only`, then reports each one.
 pub async fn migrate(settings: &DbSettings, status_only: bool) -> anyhow::Result<()> {
-    let db = store::db::connect(settings).await?;
+    let db = db::connect(settings).await?;
     if !status_only {
-        store::db::migrate(&db, &settings.url).await?;
+        db::migrate(&db, &settings.url).await?;
     }
     for m in Migrator::get_migration_with_status(&db.write).await? {
         println!("{:?}\t{}", m.status(), m.name());

@@ -5,7 +5,7 @@
 //! `--tolerance`, or when any request failed.
 
 use std::{
-    net::TcpListener,
+    net::SocketAddr,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -14,6 +14,8 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use goose::{config::GooseConfiguration, metrics::GooseMetrics, prelude::*};
 use serde::{Deserialize, Serialize};
+
+use testkit::balancer::Balancer;
 
 use crate::{fleet, scenarios};
 
@@ -325,7 +327,7 @@ struct Server {
     base: String,
     /// Each replica's own address.
     replicas: Vec<String>,
-    balancer: Option<fleet::Balancer>,
+    balancer: Option<Balancer>,
     _dir: tempfile::TempDir,
     drop_db: Option<(String, String)>,
 }
@@ -379,7 +381,7 @@ impl Server {
         let mut children = Vec::new();
         let mut ports = Vec::new();
         for _ in 0..n {
-            let port = free_port()?;
+            let port = testkit::tools::free_port()?;
             let mut cmd = Command::new(&args.bin);
             cmd.args([
                 "--database-url",
@@ -400,9 +402,10 @@ impl Server {
             .map(|p| format!("http://127.0.0.1:{p}"))
             .collect();
         let (base, balancer) = if n > 1 {
-            let port = free_port()?;
-            let lb = fleet::Balancer::start(&ports, port)?;
-            (format!("http://127.0.0.1:{port}"), Some(lb))
+            let addrs: Vec<SocketAddr> =
+                ports.iter().map(|p| ([127, 0, 0, 1], *p).into()).collect();
+            let lb = Balancer::start(&addrs).context("--replicas needs nginx")?;
+            (format!("http://{}", lb.addr()), Some(lb))
         } else {
             (replicas[0].clone(), None)
         };
@@ -472,10 +475,6 @@ impl Drop for Server {
             let _ = child.kill();
         }
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
@@ -601,7 +600,7 @@ mod tests {
             return skip("replicas run", "TEST_DATABASE_URL is not set");
         };
         let Some(bin) = service_binary() else { return };
-        if fleet::nginx().is_none() {
+        if testkit::balancer::nginx().is_none() {
             return skip(
                 "replicas run",
                 "nginx is not installed (Debian package nginx-light)",

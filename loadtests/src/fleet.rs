@@ -2,74 +2,10 @@
 //! nginx, and a probe of cross-replica staleness: how long after one replica acknowledges a
 //! change another one (which had the item cached) answers it.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::{Value, json};
-
-/// nginx in front of `replicas`, on `port`; stopped when dropped.
-pub struct Balancer {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-/// The nginx executable, if installed.
-pub fn nginx() -> Option<&'static str> {
-    ["nginx", "/usr/sbin/nginx"].into_iter().find(|e| {
-        Command::new(e)
-            .arg("-v")
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    })
-}
-
-impl Balancer {
-    pub fn start(replicas: &[u16], port: u16) -> anyhow::Result<Self> {
-        let exe = nginx().context("--replicas needs nginx (Debian package nginx-light)")?;
-        let dir = tempfile::Builder::new()
-            .prefix("dataapi-nginx-")
-            .tempdir()?;
-        let servers: String = replicas
-            .iter()
-            .map(|p| format!("server 127.0.0.1:{p}; "))
-            .collect();
-        let conf = config(&dir.path().display().to_string(), &servers, port);
-        let path = dir.path().join("nginx.conf");
-        std::fs::write(&path, conf)?;
-        let child = Command::new(exe)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting nginx")?;
-        Ok(Self { child, _dir: dir })
-    }
-}
-
-impl Drop for Balancer {
-    fn drop(&mut self) {
-        // SIGTERM: the master stops its workers (SIGKILL would orphan them).
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-/// The nginx configuration for `servers` (`server …;` lines) on `port`, working in `dir`.
-pub fn config(dir: &str, servers: &str, port: u16) -> String {
-    include_str!("../nginx-local.conf")
-        .replace("{dir}", dir)
-        .replace("{servers}", servers)
-        .replace("{port}", &port.to_string())
-}
 
 /// Pooled connections per replica so that N replicas (plus their listener and heartbeat
 /// connections) stay under a server that allows 100 connections, with room for others.

@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 rows=${1:-hit,miss,put}; rounds=${2:-4}; dur=${3:-8s}; conns=${4:-50}; dbconns=${5:-32}
 secs=${dur%s}
-cargo build --release -q --bin data-api --example bare_poem
+cargo build --release -q --bin data-api && cargo build --release -q -p loadtests --example bare_poem
 bin=target/release/data-api; bare=target/release/examples/bare_poem
 work=$(mktemp -d); pids=()
 # shellcheck source=throwaway_db.sh

@@ -22,7 +22,8 @@ use super::{
     conditional::{self, IfMatch, IfNoneMatch},
     models::{ItemDoc, ItemInput, ItemPageDoc, ItemPatch, PageLimit},
 };
-use crate::store::{Store, WriteOutcome, cache::CachedItem};
+use crate::cache::CachedItem;
+use crate::store::{Store, WriteOutcome};
 
 /// The `/data` resource.
 #[derive(Clone)]
@@ -306,7 +307,7 @@ impl DataApi {
 
 #[derive(serde::Serialize)]
 struct Page {
-    items: Vec<crate::store::Model>,
+    items: Vec<crate::db::Model>,
     #[serde(skip_serializing_if = "Option::is_none")]
     next: Option<i64>,
 }
@@ -372,10 +373,13 @@ impl DataApi {
     /// once instead of per request.
     pub fn read_response(&self, read: ItemRead) -> Response {
         let head = |status, item: &CachedItem| {
-            Response::builder()
-                .status(status)
-                .header(header::ETAG, item.etag.clone())
-                .header(header::CACHE_CONTROL, self.cache_control.clone())
+            let head = Response::builder().status(status);
+            // Shares the cached bytes; digits in quotes are always a valid value.
+            match HeaderValue::from_maybe_shared(item.etag.clone()) {
+                Ok(etag) => head.header(header::ETAG, etag),
+                Err(_) => head,
+            }
+            .header(header::CACHE_CONTROL, self.cache_control.clone())
         };
         match read {
             ItemRead::Found(item) => head(StatusCode::OK, &item)

@@ -6,7 +6,6 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::exposition;
-use super::panels::FAMILIES;
 use super::promql::Monotonic;
 
 /// One column: a family and the values of the labels kept of it.
@@ -80,9 +79,14 @@ impl Ring {
     }
 }
 
+/// Metric families and the labels kept of each.
+pub type Families = &'static [(&'static str, &'static [&'static str])];
+
 /// Columns, counter state and the two rings.
 #[derive(Debug)]
 pub struct History {
+    /// The families kept, and the labels kept of each (the panels' `FAMILIES`).
+    families: Families,
     pub columns: Vec<Column>,
     index: HashMap<(&'static str, Vec<String>), usize>,
     counters: Vec<Option<Monotonic>>,
@@ -92,9 +96,11 @@ pub struct History {
 }
 
 impl History {
-    /// Rings for `fine` frames, and for `coarse` frames one per `coarse_step` seconds.
-    pub fn new(fine: usize, coarse: usize, coarse_step: f64) -> Self {
+    /// Rings for `fine` frames, and for `coarse` frames one per `coarse_step` seconds, of the
+    /// series of `families`.
+    pub fn new(families: Families, fine: usize, coarse: usize, coarse_step: f64) -> Self {
         Self {
+            families,
             columns: Vec::new(),
             index: HashMap::new(),
             counters: Vec::new(),
@@ -118,7 +124,7 @@ impl History {
     pub fn ingest(&mut self, t: f64, text: &str) {
         let mut values = vec![f64::NAN; self.columns.len()];
         for s in exposition::parse(text) {
-            let Some((family, kept)) = FAMILIES.iter().find(|(f, _)| *f == s.name) else {
+            let Some((family, kept)) = self.families.iter().find(|(f, _)| *f == s.name) else {
                 continue;
             };
             let key: Vec<String> = kept
@@ -168,6 +174,7 @@ fn is_counter(family: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dashboard::panels::FAMILIES;
 
     const REQS: &str = "http_server_request_duration_seconds_count";
 
@@ -182,7 +189,7 @@ mod tests {
 
     #[test]
     fn sums_away_unkept_labels_and_keeps_gauges_as_read() {
-        let mut h = History::new(10, 10, 15.0);
+        let mut h = History::new(FAMILIES, 10, 10, 15.0);
         h.ingest(0.0, &text(4, 1, 3));
         // Columns: /data 200 (methods summed), /data 500, active requests; the unknown family is
         // not read.
@@ -197,7 +204,7 @@ mod tests {
 
     #[test]
     fn rings_are_bounded_and_the_coarse_one_keeps_a_frame_per_step() {
-        let mut h = History::new(3, 10, 15.0);
+        let mut h = History::new(FAMILIES, 3, 10, 15.0);
         for t in 0..40 {
             h.ingest(f64::from(t), &text(t as u32, 0, 0));
         }
@@ -210,7 +217,7 @@ mod tests {
 
     #[test]
     fn a_column_that_appears_later_is_absent_before() {
-        let mut h = History::new(10, 10, 15.0);
+        let mut h = History::new(FAMILIES, 10, 10, 15.0);
         h.ingest(0.0, "http_server_active_requests 1\n");
         h.ingest(1.0, &text(1, 0, 1));
         let first = &h.fine.frames()[0];

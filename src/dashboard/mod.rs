@@ -99,6 +99,7 @@ impl Dashboard {
         let coarse = (COARSE_SPAN.as_secs_f64() / coarse_step.as_secs_f64()).ceil() as usize + 1;
         Self {
             history: Mutex::new(History::new(
+                panels::FAMILIES,
                 (fine as usize + 1).min(MAX_FRAMES),
                 coarse,
                 coarse_step.as_secs_f64(),

@@ -22,7 +22,7 @@ const PROCESS_FDS: &str = "process_open_fds";
 const PROCESS_MAX_FDS: &str = "process_max_fds";
 
 /// The families the dashboard reads, and the labels it keeps of each.
-pub const FAMILIES: &[(&str, &[&str])] = &[
+pub const FAMILIES: super::frames::Families = &[
     (REQ_COUNT, &["http_route", "http_response_status_code"]),
     (REQ_BUCKET, &["http_route", "le"]),
     (c::HTTP_SERVER_ACTIVE_REQUESTS.name, &[]),
@@ -682,7 +682,7 @@ mod tests {
     }
 
     fn eval(expr: &Expr, texts: [&str; 2], dt: f64) -> BTreeMap<String, f64> {
-        let mut h = History::new(10, 10, 1.0);
+        let mut h = History::new(FAMILIES, 10, 10, 1.0);
         h.ingest(100.0, texts[0]);
         h.ingest(100.0 + dt, texts[1]);
         let f = h.fine.frames();

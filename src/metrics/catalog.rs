@@ -91,7 +91,7 @@ pub const CACHE_EVICTIONS: MetricDef = def(
 pub const CACHE_ENTRIES: MetricDef =
     def("cache_entries", Gauge, None, "Entries in the item cache.");
 /// Versions this replica knows were committed, held outside the cache until no read needs them
-/// (see `store::marks`).
+/// (see `cache::marks`).
 pub const CACHE_VERSION_MARKS: MetricDef = def(
     "cache_version_marks",
     Gauge,

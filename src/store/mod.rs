@@ -1,42 +1,35 @@
-//! Data access: the database (`repo`), the coherent cache in front of it (`cache`), and `Store`,
-//! which combines them behind functions that say what they do, measuring each step.
+//! Items, read through the cache and written through to the database: `Store` combines the
+//! rooms below it (`db`, `cache`, `replication`) behind functions that say what they do (`get`,
+//! `create`, `update`, `delete`, `list_page`), measuring each step; `open` builds it from its
+//! own settings.
+//!
+//! Uses `db`, `cache`, `replication`, `metrics`, `config` and `telemetry`; nothing below it
+//! uses it.
 
-pub(crate) mod batch;
-pub(crate) mod cache;
-pub(crate) mod cache_metrics;
-#[cfg(test)]
-mod cache_sim;
-pub mod coherence;
-pub mod db;
-pub(crate) mod entity;
-pub(crate) mod failure;
-pub(crate) mod idempotency;
-pub(crate) mod listener;
-pub(crate) mod marks;
-pub(crate) mod pool;
-pub(crate) mod repo;
-pub(crate) mod standby;
-pub(crate) mod start_wait;
+mod open;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{DbBackend, DbErr};
+use sea_orm::DbErr;
 use tracing::{Instrument, field::Empty};
 
-use crate::config::Settings;
-use crate::metrics::Metrics;
-use batch::ReadBatcher;
-use cache::{CachedItem, ItemCache, Lookup, Slot};
-use cache_metrics::CacheMetrics;
-use coherence::Coherence;
-pub use db::Db;
-pub use entity::Model;
-pub use failure::DbFailure;
-use marks::Mark;
-use pool::{DbOp, Pool};
-pub use repo::{Changes, NewItem, Precondition, WriteOutcome};
-use standby::{Fallback, Standbys};
+use crate::cache::{
+    CachedItem, ItemCache,
+    items::{Lookup, Slot},
+    marks::{self, Mark},
+    metrics::CacheMetrics,
+};
+pub use crate::db::DbFailure;
+pub use crate::db::sql::items::{Changes, NewItem, Precondition, WriteOutcome};
+use crate::db::{
+    Db, Model,
+    batch::ReadBatcher,
+    pool::{DbOp, Pool},
+    sql::{idempotency, items as repo},
+};
+use crate::replication::standby::{Fallback, Standbys};
+pub use open::Sharing;
 
 /// Items, read through the cache and written through to the database.
 #[derive(Clone)]
@@ -60,60 +53,13 @@ struct Inner {
     /// Longest a cache fill may take (pool wait plus statement); past it the read fails, so a
     /// version mark older than this protects no fill in flight.
     fill_bound: std::time::Duration,
+    /// Whether the cache must hear of other replicas' writes.
+    sharing: Sharing,
+    /// What runs beside the requests (listener, lag watch, checkpoints), until `close`.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Store {
-    /// A store over `db` (and its `standbys`), with a cache unless its capacity is 0 (kept
-    /// coherent as `coherence` says), recording into `metrics`.
-    pub fn new(
-        db: Db,
-        standbys: Option<Arc<Standbys>>,
-        settings: &Settings,
-        metrics: &Metrics,
-        coherence: Arc<Coherence>,
-    ) -> Self {
-        let c = &settings.cache;
-        let bound = cache::Bound {
-            entries: c.capacity,
-            bytes: c.max_bytes,
-        };
-        let cache_metrics = CacheMetrics::new(metrics, bound);
-        let cache = (c.capacity > 0).then(|| {
-            let m = cache_metrics.clone();
-            ItemCache::new(bound, c.ttl, c.negative_ttl, m, coherence)
-        });
-        let system = match db.backend() {
-            DbBackend::Postgres => "postgresql",
-            _ => "sqlite",
-        };
-        let timeout = settings.db.acquire_timeout;
-        let pool = |name, size| Arc::new(Pool::new(metrics, name, system, size, timeout));
-        let (read, write) = db.sizes;
-        let (reads, writes) = if db.shared {
-            let main = pool("main", read);
-            (main.clone(), main)
-        } else {
-            (pool("read", read), pool("write", write))
-        };
-        let lanes = settings.db.read_batches;
-        let item_reads = ReadBatcher::start(db.read.clone(), reads.clone(), lanes);
-        Self {
-            inner: Arc::new(Inner {
-                db,
-                idempotency_ttl: c.idempotency_ttl,
-                cache,
-                cache_metrics,
-                reads,
-                writes,
-                item_reads,
-                standbys,
-                fill_bound: settings.db.acquire_timeout
-                    + settings.db.statement_timeout
-                    + FILL_MARGIN,
-            }),
-        }
-    }
-
     /// The standbys, if reads may go to any.
     pub fn standbys(&self) -> Option<&Arc<Standbys>> {
         self.inner.standbys.as_ref()

@@ -1,4 +1,4 @@
-//! Item reads batched into one query (`--db-read-batches`, `store::batch`): concurrent reads each
+//! Item reads batched into one query (`--db-read-batches`, `db::batch`): concurrent reads each
 //! get their own item (or 404) while the database sees fewer queries than reads, and a read that
 //! cannot get into a batch waits no longer than the acquire timeout.
 

@@ -229,20 +229,17 @@ async fn a_byte_budget_bounds_what_the_cache_holds() {
 /// Polls `GET path` until `ok` holds for its status and body (the change notice arrives in
 /// milliseconds; this bounds the wait, it asserts no time).
 async fn until_read(app: &TestApp, path: &str, ok: impl Fn(u16, &Value) -> bool) -> Value {
-    let started = std::time::Instant::now();
-    loop {
+    testkit::eventually(path, || async {
         let resp = app.get(path).await;
         let status = resp.status().as_u16();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if ok(status, &body) {
-            return body;
+            Ok(body)
+        } else {
+            Err(format!("{status} {body}"))
         }
-        assert!(
-            started.elapsed() < crate::helpers::STATE_WAIT,
-            "{path} still answers {status} {body}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    })
+    .await
 }
 
 /// Changes made in psql reach the cache even when they do not touch `version` (it is raised

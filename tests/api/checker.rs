@@ -14,7 +14,7 @@ use std::{
 use reqwest::Client;
 use serde_json::{Value, json};
 
-use crate::helpers::{Binary, STATE_WAIT, metric};
+use crate::helpers::{Binary, metric};
 
 /// What the checker saw.
 #[derive(Default)]
@@ -170,18 +170,12 @@ pub async fn scrape(bin: &Binary) -> String {
 
 /// Polls replica `bin` until its `name` (summed over the series with `labels`) satisfies `ok`.
 pub async fn wait_metric(bin: &Binary, name: &str, labels: &[&str], ok: impl Fn(f64) -> bool) {
-    let started = Instant::now();
-    loop {
-        if ok(metric(&scrape(bin).await, name, labels)) {
-            return;
-        }
-        assert!(
-            started.elapsed() < STATE_WAIT,
-            "{name} {labels:?} on {} not reached",
-            bin.addr
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("{name} {labels:?} on {}", bin.addr);
+    testkit::eventually(&what, || async {
+        let v = metric(&scrape(bin).await, name, labels);
+        if ok(v) { Ok(()) } else { Err(v) }
+    })
+    .await;
 }
 
 /// Runs writers and readers for `phase`, calling `during` once they run.
@@ -236,4 +230,34 @@ pub fn longest_window(test: &str, f: &Findings, phases: &[&str]) -> Duration {
         max = max.max(longest);
     }
     max
+}
+
+/// The promises every multi-process scenario keeps, whatever its faults: the checker read
+/// enough to mean something, no replica answered older than its own acknowledged write, and no
+/// replica's answers went backwards.
+pub fn assert_coherent(f: &Findings) {
+    assert!(f.reads > 500, "the checker read enough: {}", f.reads);
+    assert_eq!(
+        f.own_stale, 0,
+        "a replica answered older than its own acknowledged write"
+    );
+    assert_eq!(f.backwards, 0, "a replica's answers went backwards");
+}
+
+/// Creates `n` items, through each of `bases` in turn; their ids.
+pub async fn create_items(bases: &[String], n: usize) -> Vec<i64> {
+    let client = reqwest::Client::new();
+    let mut ids = Vec::with_capacity(n);
+    for k in 0..n {
+        let resp = client
+            .post(format!("{}/data", bases[k % bases.len()]))
+            .json(&serde_json::json!({"name": format!("item {k}")}))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(resp.status(), 201);
+        let id = resp.json::<serde_json::Value>().await.expect("body")["id"].as_i64();
+        ids.push(id.expect("id"));
+    }
+    ids
 }

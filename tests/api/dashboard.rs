@@ -2,7 +2,7 @@
 //! traffic, `since` returning only newer points, bad queries answered 400, metrics off said
 //! plainly, the metrics token (Bearer or Basic), and `--metrics-bind` moving it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -11,18 +11,11 @@ use crate::helpers::{TestApp, problem};
 
 /// Polls `/dashboard/data` (as `path` asks) until `ok` holds; a no-hang guard bounds the wait.
 async fn wait_for_data(app: &TestApp, path: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
+    testkit::eventually("the dashboard data", || async {
         let data: Value = app.get(path).await.json().await.expect("json");
-        if ok(&data) {
-            return data;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "dashboard data never satisfied the wait: {data}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        if ok(&data) { Ok(data) } else { Err(data) }
+    })
+    .await
 }
 
 fn tile(data: &Value, title: &str) -> Option<f64> {

@@ -15,7 +15,7 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::json;
 
 use crate::helpers::{TestApp, problem, skip};
-use crate::pg_cluster::Cluster;
+use testkit::cluster::Cluster;
 
 /// Every answer the load got, and the slowest.
 #[derive(Default)]
@@ -54,14 +54,11 @@ async fn load(base: String, ids: Vec<i64>, stop: Arc<AtomicBool>) -> Seen {
 
 /// Polls `path` until it answers `want`, for at most `within`; returns how long it took.
 async fn wait_for(app: &TestApp, path: &str, want: u16, within: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    while started.elapsed() < within {
-        if app.get(path).await.status() == want {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    None
+    let every = Duration::from_millis(100);
+    testkit::within(within, every, || async {
+        app.get(path).await.status() == want
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,18 +164,16 @@ async fn postgres_stopped_and_restarted_under_load() {
         .unwrap();
     // The load keeps writing this item through the other app too: the coherent replica must
     // reach at least the version we were told. Waits on that state, with a no-hang guard.
-    let started = Instant::now();
-    loop {
+    let what = format!("version {version}, made through the other, at the coherent replica");
+    testkit::eventually(&what, || async {
         let seen: serde_json::Value = coherent.get(&path).await.json().await.unwrap();
         if seen["version"].as_i64() >= Some(version) {
-            break;
+            Ok(())
+        } else {
+            Err(seen)
         }
-        assert!(
-            started.elapsed() < crate::helpers::STATE_WAIT,
-            "the coherent replica never saw version {version} made through the other: {seen}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
 

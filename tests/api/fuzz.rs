@@ -5,7 +5,8 @@
 
 use std::{path::PathBuf, process::Command};
 
-use crate::helpers::{TestApp, skip, which};
+use crate::helpers::{TestApp, skip};
+use testkit::tools::which;
 
 const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz/schemathesis.toml");
 const KEY: &str = "fuzz-key";
@@ -14,7 +15,7 @@ const KEY: &str = "fuzz-key";
 fn schemathesis() -> Option<PathBuf> {
     std::env::var_os("SCHEMATHESIS")
         .map(PathBuf::from)
-        .or_else(|| which("schemathesis"))
+        .or_else(|| which("schemathesis", &[]))
 }
 
 crate::on_both_backends!(schemathesis_finds_no_failures);

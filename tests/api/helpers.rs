@@ -5,13 +5,17 @@ use std::{
     io::{BufRead, BufReader, Write},
     net::SocketAddr,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    sync::Arc,
+    time::Duration,
 };
 
 use data_api::{config::Settings, startup::App};
 use reqwest::{Client, Method, RequestBuilder, Response};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
+use testkit::cluster::{Cluster, primary_and_standby};
+use testkit::eventually;
+pub use testkit::{STATE_WAIT, prom::metric};
 use tokio::{sync::oneshot, task::JoinHandle};
 
 /// Runs `$name(app)` once per backend: `sqlite` always, `postgres` when `TEST_DATABASE_URL` is set
@@ -98,15 +102,6 @@ extern "C" fn print_skipped() {
         skipped.len(),
         reasons.join("; ")
     );
-}
-
-/// `tool` on the `PATH`, for tests that drive an outside program.
-pub fn which(tool: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(tool))
-            .find(|p| p.is_file())
-    })
 }
 
 /// Settings for tests: the documented defaults (never the environment's), port 0, small
@@ -275,19 +270,36 @@ impl TestApp {
         labels: &[&str],
         ok: impl Fn(f64) -> bool,
     ) -> f64 {
-        let started = Instant::now();
-        loop {
+        let what = format!("{name}{labels:?}");
+        eventually(&what, || async {
             let v = metric(&self.scrape().await, name, labels);
-            if ok(v) {
-                return v;
+            if ok(v) { Ok(v) } else { Err(v) }
+        })
+        .await
+    }
+
+    /// The app on a throwaway primary, reading from a hot standby of it (`tweak` adjusts the
+    /// settings further), once the standby serves; `None` (reported as skipped) where no
+    /// cluster can be made here. The clusters are returned so they live as long as the test.
+    pub async fn with_a_standby(
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Option<(Self, Arc<Cluster>, Arc<Cluster>)> {
+        let (primary, standby) = match primary_and_standby("-c hot_standby=on").await {
+            Ok(pair) => pair,
+            Err(why) => {
+                skip(&format!("no throwaway PostgreSQL cluster: {why}"));
+                return None;
             }
-            // A no-hang guard, not a timing assertion.
-            assert!(
-                started.elapsed() < STATE_WAIT,
-                "{name}{labels:?} still {v} after {STATE_WAIT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        };
+        let app = Self::on_url(&primary.url(), |s| {
+            s.db.read_urls = vec![standby.url()];
+            tweak(s);
+        })
+        .await;
+        let serving = ["state=\"serving\"", "pool=\"standby-0\""];
+        app.wait_for_metric("db_replica_state", &serving, |v| v == 1.0)
+            .await;
+        Some((app, primary, standby))
     }
 
     /// Creates an item and returns its body.
@@ -340,20 +352,6 @@ pub async fn problem(resp: Response, status: u16) -> Value {
         "title: {body}"
     );
     body
-}
-
-/// Longest a test waits for the service to reach a state before it fails (a no-hang guard:
-/// on a loaded 2-core machine states are reached far sooner).
-pub const STATE_WAIT: Duration = Duration::from_secs(20);
-
-/// The sum of the series `name{labels}` whose label text contains every one of `labels`.
-pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| labels.iter().all(|lab| l.contains(lab)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// The real `data-api` binary, serving on a free port with JSON logs on stdout, every line

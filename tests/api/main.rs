@@ -1,4 +1,6 @@
-//! Black-box tests: the real service on port 0, talked to over HTTP.
+//! Black-box tests: the real service on port 0, talked to over HTTP. `helpers` starts it
+//! (`TestApp` in process, `Binary` as a process); the harness shared with the load tests
+//! (waiting on state, clusters, proxies, nginx) is the `testkit` crate.
 
 mod helpers;
 
@@ -20,7 +22,6 @@ mod list;
 mod metrics;
 mod openapi;
 mod overload;
-mod pg_cluster;
 mod production;
 mod replicas;
 mod shutdown;

@@ -8,7 +8,8 @@ use serde_json::json;
 
 use data_api::metrics::catalog;
 
-use crate::helpers::{TestApp, metric, skip, which};
+use crate::helpers::{TestApp, metric, skip};
+use testkit::tools::which;
 
 /// Families that come from `metrics-process` rather than our catalog.
 const PROCESS_FAMILIES: &[&str] = &[
@@ -251,7 +252,7 @@ async fn cardinality_stays_fixed(app: &TestApp) {
 }
 
 async fn output_passes_promtool(app: &TestApp) {
-    let Some(promtool) = which("promtool") else {
+    let Some(promtool) = which("promtool", &[]) else {
         skip("promtool is not installed (Debian package `prometheus`)");
         return;
     };

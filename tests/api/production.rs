@@ -6,8 +6,7 @@ use reqwest::Method;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 
-use crate::helpers::metric;
-use crate::pg_cluster::app_with_a_standby;
+use crate::helpers::{TestApp, metric};
 
 /// A hot standby, `--max-replica-lag 5s`, `--cache-capacity 100`; 300 items; ids 1-150 read ten
 /// times each (the cache is full of often-read entries); the standby's replay paused; then each
@@ -16,7 +15,7 @@ use crate::pg_cluster::app_with_a_standby;
 /// not depend on the cache admitting it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_writes_are_never_read_older_from_a_standby_with_a_full_cache() {
-    let Some((app, _primary, standby)) = app_with_a_standby(|s| {
+    let Some((app, _primary, standby)) = TestApp::with_a_standby(|s| {
         s.db.max_replica_lag = std::time::Duration::from_secs(5);
         s.cache.capacity = 100;
     })
@@ -80,7 +79,7 @@ async fn own_writes_are_never_read_older_from_a_standby_with_a_full_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standbys_stop_serving_when_the_primary_position_is_unknown() {
     use sea_orm::TransactionTrait;
-    let Some((app, primary, _standby)) = app_with_a_standby(|s| {
+    let Some((app, primary, _standby)) = TestApp::with_a_standby(|s| {
         s.db.max_connections = Some(2);
         s.db.min_connections = Some(0);
         s.db.acquire_timeout = std::time::Duration::from_millis(200);

@@ -18,7 +18,7 @@ use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::helpers::{Binary, STATE_WAIT, metric};
+use crate::helpers::{Binary, metric};
 
 /// What the load saw: statuses of answered requests and transport errors.
 #[derive(Default)]
@@ -292,9 +292,12 @@ fn tokio_stream_from<T: Send + 'static>(
 
 /// Polls `reached` until it holds; fails after `STATE_WAIT` (a no-hang guard).
 async fn wait_until<F: Future<Output = bool>>(reached: impl Fn() -> F) {
-    let started = Instant::now();
-    while !reached().await {
-        assert!(started.elapsed() < STATE_WAIT, "state not reached in time");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let probe = || async {
+        if reached().await {
+            Ok(())
+        } else {
+            Err("not reached")
+        }
+    };
+    testkit::eventually("the state", probe).await;
 }

@@ -5,7 +5,7 @@
 //! Lost notifications are detected, not hoped away: the connection is replaced, and the cache
 //! flushed, whenever it reports a reconnect or an error or goes silent for the lease bound (with
 //! heartbeats every fifth of the bound, silence means a dead connection); and the lease (see
-//! `coherence`) lapses, watched to the millisecond, whenever our own heartbeat has not
+//! `cache::coherence`) lapses, watched to the millisecond, whenever our own heartbeat has not
 //! come back within the bound.
 
 use std::{sync::Arc, time::Duration};
@@ -16,11 +16,12 @@ use sea_orm::sqlx::{
     postgres::{PgConnection, PgListener},
 };
 
-use super::{
-    cache::{Change, ItemCache},
+use super::standby::Standbys;
+use crate::cache::{
     coherence::{Coherence, Flush},
-    standby::Standbys,
+    items::{Change, ItemCache},
 };
+use crate::db::sql::positions::{self, HEARTBEAT};
 use crate::metrics::{Metrics, catalog::*};
 
 /// The channel the `data_items` trigger notifies (migration `m20261127_000002_replicas`).
@@ -56,7 +57,7 @@ impl Notice {
             let replica = u64::from_str_radix(parts.next()?, 16).ok()?;
             let sent_ms = parts.next()?.parse().ok()?;
             let lsn = match parts.next() {
-                Some(text) => Some(super::standby::parse_lsn(text)?),
+                Some(text) => Some(positions::parse_lsn(text)?),
                 None => None,
             };
             return Some(Self::Heartbeat {
@@ -255,7 +256,7 @@ async fn heartbeat(url: &str, coherence: &Coherence, replica: u64) {
         let Some(c) = conn.as_mut() else { continue };
         let payload = format!("H:{replica:x}:{}:", coherence.clock_ms());
         // The primary's WAL position as the heartbeat leaves (see `standby`).
-        let sent = sea_orm::sqlx::query("SELECT pg_notify($1, $2 || pg_current_wal_lsn()::text)")
+        let sent = sea_orm::sqlx::query(HEARTBEAT)
             .bind(CHANNEL)
             .bind(payload)
             .execute(&mut *c);

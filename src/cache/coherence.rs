@@ -4,7 +4,7 @@
 //! word once.
 //!
 //! In single-instance mode (SQLite, or `--single-instance`) the lease is always held and the
-//! epoch never moves. With several replicas (`store::listener`), the lease is held while this
+//! epoch never moves. With several replicas (`replication::listener`), the lease is held while this
 //! replica's own heartbeats come back through the invalidation channel within the lease bound,
 //! and every gap in the channel flushes the cache.
 

@@ -9,7 +9,7 @@ use sea_orm::{
     QueryFilter, TransactionTrait, sea_query::OnConflict,
 };
 
-use super::repo::{self, NewItem, now};
+use super::items::{self, NewItem, now};
 
 /// The `idempotency_keys` table.
 pub mod entity {
@@ -41,7 +41,7 @@ use entity::{ActiveModel, Column, Entity};
 #[derive(Debug)]
 pub enum Once {
     /// This request created the item.
-    Created(crate::store::Model),
+    Created(crate::db::Model),
     /// An earlier request with the same key and fingerprint did: its item id and answer.
     Replayed { id: i64, body: String },
     /// The key was used for a different request.
@@ -55,7 +55,7 @@ pub async fn create_once(
     fingerprint: u64,
     item: NewItem,
     ttl: std::time::Duration,
-    answer: impl FnOnce(&crate::store::Model) -> String + Send,
+    answer: impl FnOnce(&crate::db::Model) -> String + Send,
 ) -> Result<Once, DbErr> {
     // Stored as its bit pattern: the column is a signed 64-bit integer.
     let fingerprint = i64::from_ne_bytes(fingerprint.to_ne_bytes());
@@ -94,7 +94,7 @@ pub async fn create_once(
             _ => Once::Reused,
         });
     }
-    let model = repo::insert(&txn, item).await?;
+    let model = items::insert(&txn, item).await?;
     Entity::update_many()
         .col_expr(Column::ItemId, model.id.into())
         .col_expr(Column::Body, answer(&model).into())

@@ -30,16 +30,17 @@ use std::{
 };
 
 use metrics::{Counter, Gauge};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement};
+use sea_orm::{DatabaseConnection, DbErr};
 
-use super::{
-    batch::ReadBatcher,
+use crate::cache::{
     coherence::Coherence,
-    db::{self, PoolStats},
-    entity::Model,
-    failure::DbFailure,
     marks::{self, Stamp},
+};
+use crate::db::{
+    self, DbFailure, Model, PoolStats,
+    batch::ReadBatcher,
     pool::Pool,
+    sql::positions::{self, Position},
 };
 use crate::{
     config::DbSettings,
@@ -358,7 +359,9 @@ impl Standbys {
             let epoch = self.coherence.now().epoch();
             // Taken before asking: the position is at least what was committed by then.
             let (now, asked) = (Instant::now(), marks::now());
-            let Ok(Some(now_lsn)) = lsn_of(&primary, PRIMARY_LSN, every.max(ASK)).await else {
+            let Ok(Some(now_lsn)) =
+                positions::ask(&primary, Position::PrimaryWrite, every.max(ASK)).await
+            else {
                 // Without the primary's position lag cannot be judged: fail closed.
                 self.stop_serving(State::Lagging);
                 continue;
@@ -373,7 +376,9 @@ impl Standbys {
             }
             let resync = *self.resync.lock().unwrap_or_else(|p| p.into_inner());
             let replays = futures_util::future::join_all(
-                self.list.iter().map(|s| lsn_of(&s.db, REPLAY_LSN, ASK)),
+                self.list
+                    .iter()
+                    .map(|s| positions::ask(&s.db, Position::StandbyReplay, ASK)),
             )
             .await;
             for (s, replay) in self.list.iter().zip(replays) {
@@ -446,27 +451,6 @@ fn log_change(pool: &str, from: State, to: State, lag: Option<Duration>, bound: 
 
 /// How long a position query may take before the database counts as not answering.
 const ASK: Duration = Duration::from_secs(1);
-const PRIMARY_LSN: &str = "SELECT pg_current_wal_lsn()::text AS lsn";
-const REPLAY_LSN: &str = "SELECT pg_last_wal_replay_lsn()::text AS lsn";
-
-/// Runs one of the position queries; `Ok(None)` for SQL NULL.
-async fn lsn_of(db: &DatabaseConnection, sql: &str, within: Duration) -> Result<Option<u64>, ()> {
-    let stmt = Statement::from_string(db.get_database_backend(), sql);
-    let row = match tokio::time::timeout(within, db.query_one_raw(stmt)).await {
-        Ok(Ok(Some(row))) => row,
-        _ => return Err(()),
-    };
-    let text: Option<String> = row.try_get("", "lsn").map_err(|_| ())?;
-    text.map(|t| parse_lsn(&t).ok_or(())).transpose()
-}
-
-/// `X/Y` (hex halves) as one number.
-pub fn parse_lsn(text: &str) -> Option<u64> {
-    let (hi, lo) = text.split_once('/')?;
-    let hi = u64::from_str_radix(hi, 16).ok()?;
-    let lo = u64::from_str_radix(lo, 16).ok()?;
-    (hi <= u64::from(u32::MAX) && lo <= u64::from(u32::MAX)).then_some(hi << 32 | lo)
-}
 
 /// How long ago the primary first wrote WAL the standby has not replayed: the age of the
 /// oldest sample past `replay` (zero if it has replayed everything sampled).
@@ -498,15 +482,6 @@ fn pool_stats(db: &DatabaseConnection) -> PoolStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_lsns() {
-        assert_eq!(parse_lsn("0/16B3748"), Some(0x16B_3748));
-        assert_eq!(parse_lsn("1/0"), Some(1 << 32));
-        for bad in ["", "16B3748", "x/1", "1/2/3", "100000000/0"] {
-            assert_eq!(parse_lsn(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn lag_is_the_age_of_the_oldest_unreplayed_sample() {

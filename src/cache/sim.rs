@@ -21,10 +21,10 @@ use proptest::prelude::*;
 use tokio::sync::oneshot;
 
 use super::{
-    cache::{Bound, CachedItem, Change, ItemCache, Lookup, Slot, etag},
-    cache_metrics::CacheMetrics,
     coherence::{Coherence, Flush},
+    items::{Bound, CachedItem, Change, ItemCache, Lookup, Slot, etag},
     marks::{self, Mark, Stamp},
+    metrics::CacheMetrics,
 };
 
 const IDS: i64 = 24;

@@ -22,13 +22,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use sea_orm::{ColumnTrait, ConnAcquireErr, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{ConnAcquireErr, DatabaseConnection, DbErr};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument;
 
-use super::entity::{Column, Entity, Model};
 use super::failure::DbFailure;
 use super::pool::{DbOp, Pool};
+use super::sql::{entity::Model, items::get_many};
 
 /// Most items one batch asks for.
 pub const MAX_BATCH: usize = 64;
@@ -95,7 +95,7 @@ impl ReadBatcher {
             return answer;
         }
         self.pool
-            .run(DbOp::Select, super::repo::get(&self.db, id))
+            .run(DbOp::Select, super::sql::items::get(&self.db, id))
             .await
     }
 
@@ -218,14 +218,4 @@ async fn run(db: &DatabaseConnection, pool: &Pool, mut batch: Vec<Waiter>) {
         };
         let _ = w.reply.send(Ok((row, size)));
     }
-}
-
-/// The items with these ids (ascending, distinct), in id order.
-async fn get_many(db: &DatabaseConnection, ids: Vec<i64>) -> Result<Vec<Model>, DbErr> {
-    let mut rows = match ids.as_slice() {
-        [id] => Entity::find_by_id(*id).all(db).await?,
-        _ => Entity::find().filter(Column::Id.is_in(ids)).all(db).await?,
-    };
-    rows.sort_unstable_by_key(|r| r.id);
-    Ok(rows)
 }

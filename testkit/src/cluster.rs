@@ -9,6 +9,7 @@ use std::{
     sync::Arc,
 };
 
+/// A throwaway cluster: its data directory and port; stopped (immediately) when dropped.
 pub struct Cluster {
     bin: PathBuf,
     dir: tempfile::TempDir,
@@ -79,10 +80,7 @@ impl Cluster {
             .prefix("dataapi-pg-")
             .tempdir()
             .map_err(|e| e.to_string())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
+        let port = crate::tools::free_port().map_err(|e| e.to_string())?;
         let cluster = Self {
             bin,
             dir,
@@ -120,6 +118,7 @@ impl Cluster {
             .expect("stopping the throwaway PostgreSQL");
     }
 
+    /// A URL to its `postgres` database as the `postgres` user.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
@@ -157,30 +156,6 @@ pub async fn primary_and_standby(
     let s = standby.clone();
     blocking(move || s.start()).await;
     Ok((primary, standby))
-}
-
-/// The app on a throwaway primary, reading from a hot standby of it (`tweak` adjusts the
-/// settings further), once the standby serves; `None` (reported as skipped) where no cluster
-/// can be made here. The clusters are returned so they live as long as the test.
-pub async fn app_with_a_standby(
-    tweak: impl FnOnce(&mut data_api::config::Settings),
-) -> Option<(crate::helpers::TestApp, Arc<Cluster>, Arc<Cluster>)> {
-    let (primary, standby) = match primary_and_standby("-c hot_standby=on").await {
-        Ok(pair) => pair,
-        Err(why) => {
-            crate::helpers::skip(&format!("no throwaway PostgreSQL cluster: {why}"));
-            return None;
-        }
-    };
-    let app = crate::helpers::TestApp::on_url(&primary.url(), |s| {
-        s.db.read_urls = vec![standby.url()];
-        tweak(s);
-    })
-    .await;
-    let serving = ["state=\"serving\"", "pool=\"standby-0\""];
-    app.wait_for_metric("db_replica_state", &serving, |v| v == 1.0)
-        .await;
-    Some((app, primary, standby))
 }
 
 /// Runs the blocking `f` (a server tool) off the tests' runtime threads.

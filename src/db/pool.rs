@@ -12,7 +12,7 @@ use sea_orm::{ConnAcquireErr, DbErr};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use super::{db::PoolSize, failure::DbFailure};
+use super::{PoolSize, PoolStats, failure::DbFailure};
 use crate::metrics::{Metrics, catalog::*};
 
 /// A kind of database operation (the `db_operation_name` label).
@@ -254,7 +254,7 @@ impl Pool {
     }
 
     /// Publishes the pool's current connection counts.
-    pub fn sample(&self, stats: super::db::PoolStats) {
+    pub fn sample(&self, stats: PoolStats) {
         let idle = stats.idle.min(stats.open as usize) as f64;
         self.idle.set(idle);
         self.used.set(f64::from(stats.open) - idle);

@@ -1,13 +1,8 @@
 //! The cache-hit path without the network: `GET /data/{id}` through every middleware, called
-//! in-process, with telemetry on and off. `cargo bench --bench hot_path`.
-
-use std::sync::{Arc, atomic::AtomicBool};
+//! in-process, with telemetry on and off. `cargo bench -p loadtests --bench hot_path`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use data_api::{
-    api, config::Settings, dashboard::Dashboard, metrics::Metrics, store, store::Store,
-};
-use migration::{Migrator, MigratorTrait};
+use data_api::config::Settings;
 use poem::{Endpoint, Request};
 
 fn bench(c: &mut Criterion) {
@@ -20,15 +15,11 @@ fn bench(c: &mut Criterion) {
         "sqlite://{}?mode=rwc",
         dir.path().join("bench.db").display()
     );
-    let db = rt.block_on(async {
-        let mut settings = Settings::defaults_for(&url);
-        settings.db.min_connections = Some(1);
-        let db = store::db::connect(&settings.db).await.unwrap();
-        Migrator::up(&db.write, None).await.unwrap();
-        data_api::seed::insert(&db, 10, 10, &indicatif::ProgressBar::hidden())
+    rt.block_on(async {
+        let settings = Settings::defaults_for(&url);
+        data_api::seed::into(&settings.db, 10, 10, &indicatif::ProgressBar::hidden())
             .await
             .unwrap();
-        db
     });
     // A subscriber like production's: INFO to a sink.
     let _ = tracing_subscriber::fmt()
@@ -46,23 +37,10 @@ fn bench(c: &mut Criterion) {
         settings.metrics.enabled = metrics_on;
         settings.trace.enabled = spans;
         settings.trace.access_log = false;
-        let metrics = Arc::new(Metrics::new(metrics_on));
-        let single = Arc::new(store::coherence::Coherence::single_instance(&metrics));
-        let store = Store::new(db.clone(), None, &settings, &metrics, single);
-        let dashboard = Arc::new(Dashboard::new(
-            metrics.clone(),
-            &settings.metrics,
-            Default::default(),
-        ));
-        let ep = api::routes(
-            store,
-            &settings,
-            Arc::new(AtomicBool::new(false)),
-            metrics,
-            Default::default(),
-            dashboard,
-        )
-        .unwrap();
+        settings.db.min_connections = Some(1);
+        let (ep, _) = rt
+            .block_on(data_api::startup::in_process(&settings))
+            .unwrap();
         rt.block_on(async {
             ep.call(Request::builder().uri_str("/data/3").finish())
                 .await

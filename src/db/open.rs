@@ -7,6 +7,7 @@ use anyhow::Context;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
 
+use super::sql::positions::{RELEASE_LOCK, SQLITE_CHECKPOINT, TAKE_LOCK};
 use crate::config::DbSettings;
 
 /// Default pool bounds on PostgreSQL (the seed's pool_size 20 + max_overflow 40).
@@ -120,7 +121,7 @@ pub async fn migrate(db: &Db, url: &str) -> anyhow::Result<()> {
     let mut lock = PgConnection::connect(url)
         .await
         .context("connecting for the migration lock")?;
-    sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+    sea_orm::sqlx::query(TAKE_LOCK)
         .bind(MIGRATION_LOCK)
         .execute(&mut lock)
         .await
@@ -137,7 +138,7 @@ pub async fn migrate(db: &Db, url: &str) -> anyhow::Result<()> {
         .context("applying migrations");
     let _ = conn.close().await;
     // Closing the session releases the lock too; unlock first to say so plainly.
-    let _ = sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)")
+    let _ = sea_orm::sqlx::query(RELEASE_LOCK)
         .bind(MIGRATION_LOCK)
         .execute(&mut lock)
         .await;
@@ -252,10 +253,7 @@ pub async fn checkpoint_wal(db: DatabaseConnection) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = db
-            .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
-            .await
-        {
+        if let Err(e) = db.execute_unprepared(SQLITE_CHECKPOINT).await {
             tracing::warn!(error = %e, "checkpointing the SQLite write-ahead log failed");
         }
     }

@@ -8,12 +8,7 @@
 //! sampler does each tick, after the requests registered their series) and, with `data`, builds
 //! one `/dashboard/data` answer over all of them: the dashboard's cost off the request path.
 
-use std::sync::{Arc, atomic::AtomicBool};
-
-use data_api::{
-    api, config::Settings, dashboard::Dashboard, metrics::Metrics, store, store::Store,
-};
-use migration::{Migrator, MigratorTrait};
+use data_api::config::Settings;
 use poem::{Endpoint, Request};
 
 fn main() -> anyhow::Result<()> {
@@ -46,25 +41,8 @@ fn main() -> anyhow::Result<()> {
         settings.metrics.enabled = metrics_on;
         settings.trace.enabled = spans;
         settings.trace.access_log = false;
-        let db = store::db::connect(&settings.db).await?;
-        Migrator::up(&db.write, None).await?;
-        data_api::seed::insert(&db, 10, 10, &indicatif::ProgressBar::hidden()).await?;
-        let metrics = Arc::new(Metrics::new(metrics_on));
-        let single = Arc::new(store::coherence::Coherence::single_instance(&metrics));
-        let store = Store::new(db, None, &settings, &metrics, single);
-        let dashboard = Arc::new(Dashboard::new(
-            metrics.clone(),
-            &settings.metrics,
-            Default::default(),
-        ));
-        let ep = api::routes(
-            store,
-            &settings,
-            Arc::new(AtomicBool::new(false)),
-            metrics,
-            Default::default(),
-            dashboard.clone(),
-        )?;
+        data_api::seed::into(&settings.db, 10, 10, &indicatif::ProgressBar::hidden()).await?;
+        let (ep, dashboard) = data_api::startup::in_process(&settings).await?;
         for _ in 0..n {
             let resp = ep
                 .call(Request::builder().uri_str("/data/3").finish())

@@ -217,6 +217,16 @@ pub async fn seed_batch(
     Ok(ids)
 }
 
+/// The items with these ids (ascending, distinct), in id order.
+pub async fn get_many(db: &DatabaseConnection, ids: Vec<i64>) -> Result<Vec<Model>, DbErr> {
+    let mut rows = match ids.as_slice() {
+        [id] => Entity::find_by_id(*id).all(db).await?,
+        _ => Entity::find().filter(Column::Id.is_in(ids)).all(db).await?,
+    };
+    rows.sort_unstable_by_key(|r| r.id);
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use std::sync::{
 use metrics::{Counter, Gauge};
 use moka::notification::RemovalCause;
 
-use super::cache::Bound;
+use super::items::Bound;
 use crate::metrics::{Metrics, catalog::*};
 
 /// Why an entry left the cache (the `cause` label).

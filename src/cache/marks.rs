@@ -3,7 +3,7 @@
 //!
 //! A mark matters for two kinds of read that may have started before the change it records:
 //! - a cache fill in flight (it read the database before the commit): after storing, the fill
-//!   looks at the mark and drops what it stored if the mark is newer (see `cache`);
+//!   looks at the mark and drops what it stored if the mark is newer (see `items`);
 //! - a fill from a streaming standby, which may not have replayed the change yet: it is taken
 //!   only if at least as new as the mark, else read again on the primary (see `Store::load`).
 //!

@@ -1,0 +1,16 @@
+//! The coherent item cache in front of the database: its rules are written at the top of
+//! `items`; `marks` keeps the versions known committed outside it; `coherence` is the lease and
+//! epoch that say whether it may serve at all; `metrics` its measures; `sim` checks its rules in
+//! random schedules (tests only).
+//!
+//! Uses `db` (the row it keeps), `metrics` and `config`; never `replication` or `store`.
+
+pub(crate) mod coherence;
+pub(crate) mod items;
+pub(crate) mod marks;
+pub(crate) mod metrics;
+#[cfg(test)]
+mod sim;
+
+pub use coherence::Coherence;
+pub use items::{CachedItem, ItemCache};

@@ -1,0 +1,74 @@
+//! The statements replication and migrations run besides the item queries: WAL positions on the
+//! primary and the standbys, the heartbeat sent through the invalidation channel, and the
+//! advisory lock that serializes migrations.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+
+/// A WAL position to ask a server for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// Where the primary writes now.
+    PrimaryWrite,
+    /// How far a standby has replayed (NULL on a primary).
+    StandbyReplay,
+}
+
+impl Position {
+    fn sql(self) -> &'static str {
+        match self {
+            Self::PrimaryWrite => "SELECT pg_current_wal_lsn()::text AS lsn",
+            Self::StandbyReplay => "SELECT pg_last_wal_replay_lsn()::text AS lsn",
+        }
+    }
+}
+
+/// Asks `db` for `position` within `within`; `Ok(None)` for SQL NULL, `Err` when it does not
+/// answer in time or answers something that is not a position.
+pub async fn ask(
+    db: &DatabaseConnection,
+    position: Position,
+    within: Duration,
+) -> Result<Option<u64>, ()> {
+    let stmt = Statement::from_string(db.get_database_backend(), position.sql());
+    let row = match tokio::time::timeout(within, db.query_one_raw(stmt)).await {
+        Ok(Ok(Some(row))) => row,
+        _ => return Err(()),
+    };
+    let text: Option<String> = row.try_get("", "lsn").map_err(|_| ())?;
+    text.map(|t| parse_lsn(&t).ok_or(())).transpose()
+}
+
+/// `X/Y` (hex halves) as one number.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    let hi = u64::from_str_radix(hi, 16).ok()?;
+    let lo = u64::from_str_radix(lo, 16).ok()?;
+    (hi <= u64::from(u32::MAX) && lo <= u64::from(u32::MAX)).then_some(hi << 32 | lo)
+}
+
+/// A heartbeat: notifies `$1` with `$2` followed by the primary's WAL position as it leaves.
+pub const HEARTBEAT: &str = "SELECT pg_notify($1, $2 || pg_current_wal_lsn()::text)";
+
+/// Takes the session-level advisory lock `$1`, waiting for it.
+pub const TAKE_LOCK: &str = "SELECT pg_advisory_lock($1)";
+/// Releases the advisory lock `$1`.
+pub const RELEASE_LOCK: &str = "SELECT pg_advisory_unlock($1)";
+
+/// A passive WAL checkpoint on SQLite: copies what it can without waiting for readers.
+pub const SQLITE_CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lsns() {
+        assert_eq!(parse_lsn("0/16B3748"), Some(0x16B_3748));
+        assert_eq!(parse_lsn("1/0"), Some(1 << 32));
+        for bad in ["", "16B3748", "x/1", "1/2/3", "100000000/0"] {
+            assert_eq!(parse_lsn(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Building the store from its own settings (`--database-*`, `--db-*`, `--cache-*`): connect and
+//! migrate, decide once whether there is a cache and whether it must stay coherent with other
+//! replicas, connect the standbys, and start what runs beside the requests (the invalidation
+//! listener, the standbys' lag watch, SQLite's WAL checkpoints). `Store::close` stops them.
+
+use std::sync::{Arc, Mutex};
+
+use sea_orm::DbBackend;
+
+use super::{FILL_MARGIN, Inner, Store};
+use crate::cache::{Coherence, ItemCache, items::Bound, metrics::CacheMetrics};
+use crate::config::{CacheSettings, DbSettings};
+use crate::db::{self, batch::ReadBatcher, pool::Pool};
+use crate::metrics::Metrics;
+use crate::replication::{listener, standby::Standbys};
+
+/// Whether this replica's cache must hear of other replicas' writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// SQLite, or `--single-instance`: this process is the only writer that matters.
+    SingleInstance,
+    /// PostgreSQL with several replicas: a lease and the invalidation channel.
+    Replicated,
+}
+
+impl Store {
+    /// Connects, applies migrations when `migrate` says so, and builds the store with its
+    /// cache, standbys and background tasks, recording into `metrics`.
+    pub async fn open(
+        db_settings: &DbSettings,
+        cache_settings: &CacheSettings,
+        migrate: bool,
+        metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let db = db::connect(db_settings).await?;
+        tracing::info!(database = %db::describe(&db_settings.url), "connected");
+        if migrate {
+            db::migrate(&db, &db_settings.url).await?;
+        }
+        listener::register(metrics);
+        let c = cache_settings;
+        let sharing = if db.backend() == DbBackend::Postgres && !c.single_instance {
+            Sharing::Replicated
+        } else {
+            Sharing::SingleInstance
+        };
+        let coherence = Arc::new(match sharing {
+            Sharing::Replicated => Coherence::replicated(metrics, c.lease),
+            Sharing::SingleInstance => Coherence::single_instance(metrics),
+        });
+        let bound = Bound {
+            entries: c.capacity,
+            bytes: c.max_bytes,
+        };
+        let cache_metrics = CacheMetrics::new(metrics, bound);
+        let cache = (c.capacity > 0).then(|| {
+            let m = cache_metrics.clone();
+            ItemCache::new(bound, c.ttl, c.negative_ttl, m, coherence.clone())
+        });
+        let listening = sharing == Sharing::Replicated && cache.is_some();
+        let standbys =
+            Standbys::connect(db_settings, metrics, coherence.clone(), listening).await?;
+        let mut tasks = Vec::new();
+        if let Some(s) = &standbys {
+            tasks.push(tokio::spawn(s.clone().watch(db.write.clone())));
+        }
+        if db.is_sqlite_file() {
+            tasks.push(tokio::spawn(db::checkpoint_wal(db.write.clone())));
+        }
+        if let Some(cache) = cache.as_ref().filter(|_| listening) {
+            let url = c
+                .listen_url
+                .clone()
+                .unwrap_or_else(|| db_settings.url.clone());
+            let feed = listener::run(url, cache.clone(), metrics.clone(), standbys.clone());
+            tasks.push(tokio::spawn(feed));
+            wait_for_lease(&coherence).await;
+        }
+        let system = match db.backend() {
+            DbBackend::Postgres => "postgresql",
+            _ => "sqlite",
+        };
+        let timeout = db_settings.acquire_timeout;
+        let pool = |name, size| Arc::new(Pool::new(metrics, name, system, size, timeout));
+        let (read, write) = db.sizes;
+        let (reads, writes) = if db.shared {
+            let main = pool("main", read);
+            (main.clone(), main)
+        } else {
+            (pool("read", read), pool("write", write))
+        };
+        let item_reads =
+            ReadBatcher::start(db.read.clone(), reads.clone(), db_settings.read_batches);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                sharing,
+                idempotency_ttl: c.idempotency_ttl,
+                cache,
+                cache_metrics,
+                reads,
+                writes,
+                item_reads,
+                standbys,
+                fill_bound: db_settings.acquire_timeout
+                    + db_settings.statement_timeout
+                    + FILL_MARGIN,
+                tasks: Mutex::new(tasks),
+            }),
+        })
+    }
+
+    /// Whether this replica's cache is kept coherent with other replicas.
+    pub fn sharing(&self) -> Sharing {
+        self.inner.sharing
+    }
+
+    /// Whether reads may go to streaming standbys.
+    pub fn has_standbys(&self) -> bool {
+        self.inner.standbys.is_some()
+    }
+
+    /// Stops the background tasks and closes every connection.
+    pub async fn close(&self) {
+        let i = &self.inner;
+        let tasks = std::mem::take(&mut *i.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            task.abort();
+        }
+        i.db.close().await;
+        if let Some(standbys) = &i.standbys {
+            standbys.close().await;
+        }
+    }
+}
+
+/// Waits (a few lease bounds at most) for the first heartbeat, so a replica starts serving with
+/// its cache on; without it the service still answers, from the database.
+async fn wait_for_lease(coherence: &Coherence) {
+    let deadline = std::time::Instant::now() + coherence.bound() * 5;
+    while !coherence.now().serving() {
+        if std::time::Instant::now() > deadline {
+            tracing::warn!("no cache lease yet: serving from the database until heartbeats return");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tracing::info!("cache coherent across replicas (lease held)");
+}
