@@ -94,6 +94,18 @@ pub struct DbSettings {
     )]
     pub read_batches: u32,
 
+    /// Most batches of item writes (creates, updates, deletes) in flight at once; on SQLite at
+    /// most 1, its one writer connection. Writes that arrive while every batch is busy wait and
+    /// commit together, as the statements of one transaction of at most 64 writes, each keeping
+    /// its own outcome; a write that finds a batch free goes at once. 0: one transaction per
+    /// write. Env: DATA_API_DB_WRITE_BATCHES.
+    #[arg(
+        long = "db-write-batches",
+        env = "DATA_API_DB_WRITE_BATCHES",
+        default_value_t = 2
+    )]
+    pub write_batches: u32,
+
     /// Log every SQL statement (at info level). Env: DATA_API_DB_LOG_STATEMENTS.
     #[arg(
         long = "db-log-statements",

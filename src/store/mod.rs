@@ -27,6 +27,7 @@ use crate::db::{
     batch::ReadBatcher,
     pool::{DbOp, Pool},
     sql::{idempotency, items as repo},
+    write_batch::WriteBatcher,
 };
 use crate::replication::standby::{Fallback, Standbys};
 pub use open::Sharing;
@@ -48,6 +49,8 @@ struct Inner {
     writes: Arc<Pool>,
     /// Item reads on the primary, batched unless `--db-read-batches 0`.
     item_reads: ReadBatcher,
+    /// Item writes, committed in groups unless `--db-write-batches 0`.
+    item_writes: WriteBatcher,
     /// Streaming standbys that may take lists and cache fills.
     standbys: Option<Arc<Standbys>>,
     /// Longest a cache fill may take (pool wait plus statement); past it the read fails, so a
@@ -189,10 +192,7 @@ impl Store {
         detach(async move {
             let i = &this.inner;
             let epoch = i.cache_epoch();
-            let model = i
-                .writes
-                .run(DbOp::Insert, repo::insert(&i.db.write, item))
-                .await?;
+            let model = i.item_writes.insert(item).await?;
             let cached = CachedItem::from_model(&model);
             if let Some(cache) = &i.cache {
                 cache.publish(model.id, cached.clone(), epoch).await;
@@ -254,8 +254,7 @@ impl Store {
         detach(async move {
             let i = &this.inner;
             let epoch = i.cache_epoch();
-            let q = repo::update(&i.db.write, id, changes, &pre);
-            Ok(match i.writes.run(DbOp::Update, q).await? {
+            Ok(match i.item_writes.update(id, changes, pre).await? {
                 WriteOutcome::Done(model) => {
                     let cached = CachedItem::from_model(&model);
                     if let Some(cache) = &i.cache {
@@ -275,8 +274,7 @@ impl Store {
         let this = self.clone();
         detach(async move {
             let i = &this.inner;
-            let q = repo::delete(&i.db.write, id, &pre);
-            let outcome = i.writes.run(DbOp::Delete, q).await?;
+            let outcome = i.item_writes.delete(id, pre).await?;
             if let (WriteOutcome::Done(()), Some(cache)) = (&outcome, &i.cache) {
                 cache.tombstone(id).await;
             }

@@ -10,7 +10,7 @@ use sea_orm::DbBackend;
 use super::{FILL_MARGIN, Inner, Store};
 use crate::cache::{Coherence, ItemCache, items::Bound, metrics::CacheMetrics};
 use crate::config::{CacheSettings, DbSettings};
-use crate::db::{self, batch::ReadBatcher, pool::Pool};
+use crate::db::{self, batch::ReadBatcher, pool::Pool, write_batch::WriteBatcher};
 use crate::metrics::Metrics;
 use crate::replication::{listener, standby::Standbys};
 
@@ -91,6 +91,12 @@ impl Store {
         };
         let item_reads =
             ReadBatcher::start(db.read.clone(), reads.clone(), db_settings.read_batches);
+        // SQLite has one writer connection: a second batch would only wait for it.
+        let write_lanes = match db.backend() {
+            DbBackend::Sqlite => db_settings.write_batches.min(1),
+            _ => db_settings.write_batches,
+        };
+        let item_writes = WriteBatcher::start(db.write.clone(), writes.clone(), write_lanes);
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
@@ -101,6 +107,7 @@ impl Store {
                 reads,
                 writes,
                 item_reads,
+                item_writes,
                 standbys,
                 fill_bound: db_settings.acquire_timeout
                     + db_settings.statement_timeout

@@ -30,3 +30,4 @@ mod standby_fills;
 mod standbys;
 mod start_wait;
 mod tracing;
+mod write_batching;

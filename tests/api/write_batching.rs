@@ -1,0 +1,229 @@
+//! Writes committed together (`--db-write-batches`, `db::write_batch`): concurrent creates,
+//! updates and deletes each get their own outcome (200, 201, 204, 404, 412) exactly as alone,
+//! no update is lost, the database ran fewer write transactions than there were writes, and a
+//! write the database refuses fails alone, never its neighbours.
+
+use futures_util::{StreamExt, stream};
+use reqwest::Method;
+use sea_orm::ConnectionTrait;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, metric};
+
+const UPDATE: &str = "db_operation_name=\"update\"";
+
+/// The cache off, so that nothing but the database answers reads.
+fn uncached(s: &mut data_api::config::Settings) {
+    s.cache.capacity = 0;
+}
+
+crate::on_both_backends!(with uncached:
+    concurrent_writes_commit_together_and_each_keeps_its_outcome,
+    a_write_the_database_refuses_fails_alone,
+);
+
+/// One write of the mix, and what it must answer.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// PUT on a live item: 200.
+    Replace(usize),
+    /// PUT with `If-Match` naming a version it never had: 412.
+    Stale(usize),
+    /// PUT on an id that never existed: 404.
+    Missing,
+    /// POST: 201.
+    Create,
+}
+
+/// 480 writes, 64 at a time, over 24 items (20 writes per item, so many writes of one id land in
+/// one batch): every answer is its own, every replace is counted in the item's final version (no
+/// update lost), and the database ran fewer update statements' transactions than updates.
+async fn concurrent_writes_commit_together_and_each_keeps_its_outcome(app: &TestApp) {
+    const ITEMS: usize = 24;
+    const WRITES: usize = 480;
+    let ids = app.create_many(ITEMS, "grouped").await;
+    let never = ids[ITEMS - 1] + 10_000;
+    let step = |n: usize| match n % 10 {
+        7 => Step::Stale(n % ITEMS),
+        8 => Step::Missing,
+        9 => Step::Create,
+        _ => Step::Replace(n % ITEMS),
+    };
+    let before = metric(
+        &app.scrape().await,
+        "db_client_operation_duration_seconds_count",
+        &[UPDATE],
+    );
+    let ids = &ids;
+    let answers: Vec<(usize, u16, Value)> = stream::iter(0..WRITES)
+        .map(|n| async move {
+            let body = json!({"name": format!("write {n}")});
+            let resp = match step(n) {
+                Step::Replace(k) => {
+                    app.send_json(Method::PUT, &format!("/data/{}", ids[k]), &body)
+                        .await
+                }
+                Step::Stale(k) => app
+                    .request(Method::PUT, &format!("/data/{}", ids[k]))
+                    .header("if-match", "\"0\"")
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("sent"),
+                Step::Missing => {
+                    app.send_json(Method::PUT, &format!("/data/{never}"), &body)
+                        .await
+                }
+                Step::Create => app.send_json(Method::POST, "/data", &body).await,
+            };
+            let status = resp.status().as_u16();
+            (n, status, resp.json().await.unwrap_or(Value::Null))
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let mut replaced = [0i64; ITEMS];
+    for (n, status, body) in &answers {
+        match step(*n) {
+            Step::Replace(k) => {
+                assert_eq!(*status, 200, "write {n}: {body}");
+                assert_eq!(
+                    body["id"], ids[k],
+                    "write {n} answered another item: {body}"
+                );
+                assert_eq!(body["name"], format!("write {n}"), "write {n}: {body}");
+                replaced[k] += 1;
+            }
+            Step::Stale(_) => assert_eq!(*status, 412, "write {n}: {body}"),
+            Step::Missing => assert_eq!(*status, 404, "write {n}: {body}"),
+            Step::Create => {
+                assert_eq!(*status, 201, "write {n}: {body}");
+                assert_eq!(body["name"], format!("write {n}"));
+                assert_eq!(body["version"], 1);
+            }
+        }
+    }
+    for (k, id) in ids.iter().enumerate() {
+        let item = read(app, *id).await;
+        assert_eq!(
+            item["version"].as_i64(),
+            Some(1 + replaced[k]),
+            "item {id}: an update was lost or applied twice"
+        );
+        // Each replace answered the version it made: the answers of one item are 2..=1+n.
+        let mut versions: Vec<i64> = answers
+            .iter()
+            .filter(|(n, status, _)| {
+                *status == 200 && matches!(step(*n), Step::Replace(j) if j == k)
+            })
+            .filter_map(|(_, _, body)| body["version"].as_i64())
+            .collect();
+        versions.sort_unstable();
+        let expected: Vec<i64> = (2..=1 + replaced[k]).collect();
+        assert_eq!(versions, expected, "item {id}: versions answered");
+    }
+    let updates = metric(
+        &app.scrape().await,
+        "db_client_operation_duration_seconds_count",
+        &[UPDATE],
+    ) - before;
+    let puts = answers
+        .iter()
+        .filter(|(n, ..)| !matches!(step(*n), Step::Create))
+        .count() as f64;
+    assert!(
+        updates < puts / 2.0,
+        "{updates} update transactions for {puts} PUTs: writes were not committed together"
+    );
+}
+
+/// A trigger makes the database refuse every write that names an item "refused"; 300 PUTs, 64
+/// at a time, one in ten of them refused: each refused one fails (500, the database's error),
+/// every other one is applied and answered 200, though batches held refused writes.
+async fn a_write_the_database_refuses_fails_alone(app: &TestApp) {
+    const ITEMS: usize = 30;
+    const WRITES: usize = 300;
+    let ids = app.create_many(ITEMS, "refusing").await;
+    let db = app.outside_connection().await;
+    let sql: &[&str] = match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => &[
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             RAISE EXCEPTION 'refused by the test'; END $$",
+            "CREATE TRIGGER refuse BEFORE UPDATE ON data_items FOR EACH ROW \
+             WHEN (NEW.name = 'refused') EXECUTE FUNCTION refuse()",
+        ],
+        _ => &["CREATE TRIGGER refuse BEFORE UPDATE ON data_items \
+             WHEN NEW.name = 'refused' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"],
+    };
+    for statement in sql {
+        db.execute_unprepared(statement).await.expect("trigger");
+    }
+    let _ = db.close().await;
+    let errors_before = metric(
+        &app.scrape().await,
+        "db_client_operation_errors_total",
+        &[UPDATE, "error_type=\"query\""],
+    );
+    let ids = &ids;
+    let refused = |n: usize| n % 10 == 3;
+    let answers: Vec<(usize, u16, Value)> = stream::iter(0..WRITES)
+        .map(|n| async move {
+            let name = if refused(n) {
+                "refused".to_owned()
+            } else {
+                format!("write {n}")
+            };
+            let path = format!("/data/{}", ids[n % ITEMS]);
+            let resp = app
+                .send_json(Method::PUT, &path, &json!({"name": name}))
+                .await;
+            let status = resp.status().as_u16();
+            (n, status, resp.json().await.unwrap_or(Value::Null))
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    for (n, status, body) in &answers {
+        if refused(*n) {
+            assert_eq!(
+                *status, 500,
+                "write {n} was refused by the database: {body}"
+            );
+        } else {
+            assert_eq!(
+                *status, 200,
+                "write {n} failed with a refused neighbour: {body}"
+            );
+            assert_eq!(body["name"], format!("write {n}"));
+        }
+    }
+    for id in ids {
+        let item = read(app, *id).await;
+        assert_ne!(
+            item["name"], "refused",
+            "a refused write was applied: {item}"
+        );
+    }
+    // Each refused write fails once alone; more failed update operations than that are
+    // batches that held a refused write and were rolled back: their other writes were the
+    // neighbours answered 200 above.
+    let errors = metric(
+        &app.scrape().await,
+        "db_client_operation_errors_total",
+        &[UPDATE, "error_type=\"query\""],
+    ) - errors_before;
+    let refused_writes = (0..WRITES).filter(|n| refused(*n)).count() as f64;
+    assert!(
+        errors > refused_writes,
+        "{errors} failed update operations for {refused_writes} refused writes: no batch held one"
+    );
+}
+
+/// Item `id` as the database has it (the cache is off).
+async fn read(app: &TestApp, id: i64) -> Value {
+    app.get(&format!("/data/{id}"))
+        .await
+        .json()
+        .await
+        .expect("json")
+}
