@@ -5,7 +5,8 @@
 #   miss: GET /data/{id}, cache off, PostgreSQL    vs  pgbench, the same SELECT by primary key (prepared),
 #         and vs examples/bare_poem --postgres (one prepared SELECT per request through a plain sqlx
 #         pool, the row as JSON: an HTTP service with nothing else in it)
-#   put:  PUT /data/{id}, PostgreSQL               vs  pgbench, one UPDATE by primary key per transaction
+#   put:  PUT /data/{id}, PostgreSQL               vs  pgbench, one UPDATE by primary key per transaction,
+#         on the table as the migrations leave it and on a copy of it without our trigger (the limit)
 # on the same 100k-row data_items table, the same number of database connections, and the same
 # durability (synchronous_commit as the server has it). Prints each round and the ratios.
 # $API_FLAGS: more flags for data-api on the database rows (e.g. --db-read-batches 0).
@@ -67,6 +68,11 @@ if [[ ",$rows," == *",miss,"* || ",$rows," == *",put,"* ]]; then
   $bin seed --database-url "$url" --items 100000 --batch 4000 --quiet >/dev/null
   printf '\\set id random(1, 100000)\nSELECT * FROM data_items WHERE id = :id;\n' > "$work/select.sql"
   printf '\\set id random(1, 100000)\nUPDATE data_items SET name = '"'"'pgbench'"'"', version = version + 1, updated_at = now() WHERE id = :id;\n' > "$work/update.sql"
+  # The limit for writes: the same UPDATE on a copy of the table (same rows and indexes) that
+  # no trigger of ours touches.
+  psql -h 127.0.0.1 -U postgres -qc 'CREATE TABLE data_items_bare (LIKE data_items INCLUDING ALL)' \
+    -c 'INSERT INTO data_items_bare SELECT * FROM data_items' -c 'VACUUM ANALYZE data_items_bare' "$db" >/dev/null
+  sed 's/UPDATE data_items /UPDATE data_items_bare /' "$work/update.sql" > "$work/update_bare.sql"
   pg() { pgbench -h 127.0.0.1 -U postgres -n -M prepared -c "$dbconns" -j 2 -T "$secs" -f "$work/$1" "$db" 2>/dev/null |
     sed -n 's/^tps = \([0-9.]*\).*/\1/p' | cut -d. -f1; }
   api() { rps 100000 "$1" "$2" "$dur"; }
@@ -88,10 +94,14 @@ if [[ ",$rows," == *",miss,"* || ",$rows," == *",put,"* ]]; then
     for r in $(seq 1 "$rounds"); do
       local x y z=0; x=$(api "$3" "$port"); y=$(pg "$4")
       [[ -n "$x" && -n "$y" ]] || { echo "a run failed (non-2xx answers or pgbench error)" >&2; exit 1; }
-      if [[ -n "${5:-}" ]]; then z=$(bare_pg "$3"); [[ -n "$z" ]] || { echo "the bare sqlx run failed" >&2; exit 1; }; fi
+      case "${5:-}" in
+        bare) z=$(bare_pg "$3") ;;
+        triggerfree) z=$(pg update_bare.sql) ;;
+      esac
+      [[ -z "${5:-}" || -n "$z" ]] || { echo "the ${5:-} reference run failed" >&2; exit 1; }
       results+=("$x $y $z")
       printf 'round %d: data-api %6d req/s   pgbench %6d tps   ratio %.3f' "$r" "$x" "$y" "$(echo "$x / $y" | bc -l)"
-      [[ -n "${5:-}" ]] && printf '   bare poem+sqlx %6d req/s   ratio %.3f' "$z" "$(echo "$x / $z" | bc -l)"
+      [[ -n "${5:-}" ]] && printf '   %s %6d   ratio %.3f' "${5}" "$z" "$(echo "$x / $z" | bc -l)"
       echo
     done
     printf '%s\n' "${results[@]}" | python3 -c '
@@ -102,10 +112,10 @@ print(f"median data-api {statistics.median(r[0] for r in rows):.0f} req/s, pgben
       f"median per-pair ratio {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
 if rows[0][2]:
     bare = [x / z for x, _, z in rows]
-    print(f"  vs bare poem+sqlx {statistics.median(r[2] for r in rows):.0f} req/s: "
-          f"median per-pair ratio {statistics.median(bare):.3f} (min {min(bare):.3f}, max {max(bare):.3f})")'
+    print(f"  vs the second reference ({sys.argv[1]}) {statistics.median(r[2] for r in rows):.0f}: "
+          f"median per-pair ratio {statistics.median(bare):.3f} (min {min(bare):.3f}, max {max(bare):.3f})")' "${5:-}"
     kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
   }
   [[ ",$rows," == *",miss,"* ]] && side_by_side "miss" 0 get_random.lua select.sql bare
-  [[ ",$rows," == *",put,"* ]] && side_by_side "put" 1000 put_random.lua update.sql
+  [[ ",$rows," == *",put,"* ]] && side_by_side "put" 1000 put_random.lua update.sql triggerfree
 fi
