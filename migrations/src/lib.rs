@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261127_000001_create_data_items;
 mod m20261127_000002_replicas;
 mod m20261204_000003_psql_changes;
+mod m20261204_000004_commit_log_feed;
 
 /// The ordered list of every migration the service knows.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_create_data_items::Migration),
             Box::new(m20261127_000002_replicas::Migration),
             Box::new(m20261204_000003_psql_changes::Migration),
+            Box::new(m20261204_000004_commit_log_feed::Migration),
         ]
     }
 }

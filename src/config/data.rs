@@ -154,6 +154,15 @@ pub struct CacheSettings {
     #[arg(long, env = "DATA_API_SINGLE_INSTANCE", default_value_t = false, action = clap::ArgAction::Set)]
     pub single_instance: bool,
 
+    /// How this replica hears of changes other replicas (and psql, and `seed`) commit, on
+    /// PostgreSQL with several replicas: `trigger`, the table's trigger notifying a channel
+    /// (`LISTEN`; every write pays a cluster-wide commit lock); `auto`, PostgreSQL's commit log
+    /// through a temporary logical replication slot where the server allows it (`wal_level =
+    /// logical` and the replication privilege), else the trigger, said once at start-up. Env:
+    /// DATA_API_INVALIDATION.
+    #[arg(long, env = "DATA_API_INVALIDATION", value_enum, default_value_t = Invalidation::Trigger)]
+    pub invalidation: Invalidation,
+
     /// Where the invalidation listener connects (`LISTEN` needs the primary, directly or through
     /// a session-mode pooler) [default: the database URL]. Env: DATA_API_LISTEN_URL.
     #[arg(long, env = "DATA_API_LISTEN_URL", hide_env_values = true)]
@@ -165,4 +174,13 @@ pub struct CacheSettings {
     /// At least 10ms. Env: DATA_API_CACHE_LEASE.
     #[arg(long = "cache-lease", env = "DATA_API_CACHE_LEASE", default_value = "1s", value_parser = super::lease)]
     pub lease: Duration,
+}
+
+/// How a replica hears of changes committed elsewhere (`--invalidation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Invalidation {
+    /// The table's trigger notifies a channel the replica listens to.
+    Trigger,
+    /// The commit log (logical decoding) where the server allows it, else the trigger.
+    Auto,
 }

@@ -10,7 +10,7 @@ mod telemetry;
 
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 
-pub use data::{CacheSettings, DbSettings};
+pub use data::{CacheSettings, DbSettings, Invalidation};
 pub use server::{AuthSettings, HttpSettings, LimitSettings, ServerSettings};
 pub use telemetry::{LogFormat, LogSettings, MetricsSettings, TraceSettings};
 

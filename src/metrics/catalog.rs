@@ -137,6 +137,13 @@ pub const CACHE_LISTENER_RECONNECTS: MetricDef = def(
     None,
     "Times the invalidation listener connected again after losing its connection.",
 );
+/// Labels: `feed` = `stream` (PostgreSQL's commit log) or `trigger` (the trigger's channel).
+pub const CACHE_INVALIDATION_FEED: MetricDef = def(
+    "cache_invalidation_feed",
+    Gauge,
+    None,
+    "1 for the feed this replica hears other replicas' changes through, 0 for the other.",
+);
 pub const CACHE_LEASE_HELD: MetricDef = def(
     "cache_lease_held",
     Gauge,
@@ -245,7 +252,7 @@ pub const BUILD_INFO: MetricDef = def(
 );
 
 /// Every family the service itself defines (process metrics come from `metrics-process`).
-pub const ALL: [&MetricDef; 31] = [
+pub const ALL: [&MetricDef; 32] = [
     &HTTP_SERVER_REQUEST_DURATION,
     &HTTP_SERVER_ACTIVE_REQUESTS,
     &HTTP_SERVER_OPEN_CONNECTIONS,
@@ -262,6 +269,7 @@ pub const ALL: [&MetricDef; 31] = [
     &CACHE_INVALIDATIONS,
     &CACHE_FLUSHES,
     &CACHE_LISTENER_RECONNECTS,
+    &CACHE_INVALIDATION_FEED,
     &CACHE_LEASE_HELD,
     &CACHE_NOTIFICATION_LAG,
     &DB_OPERATION_DURATION,

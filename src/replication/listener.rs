@@ -8,7 +8,7 @@
 //! `cache::coherence`) lapses, watched to the millisecond, whenever our own heartbeat has not
 //! come back within the bound.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use metrics::{Counter, Histogram};
 use sea_orm::sqlx::{
@@ -21,15 +21,16 @@ use crate::cache::{
     coherence::{Coherence, Flush},
     items::{Change, ItemCache},
 };
-use crate::db::sql::positions::{self, HEARTBEAT};
+use crate::db::sql::positions::{self, HEARTBEAT, HEARTBEAT_MESSAGE};
 use crate::metrics::{Metrics, catalog::*};
 
 /// The channel the `data_items` trigger notifies (migration `m20261127_000002_replicas`).
 pub const CHANNEL: &str = "data_items";
 
-/// What arrived on the channel.
+/// What arrived on the channel (or, for the commit-log feed, what a decoded change or
+/// message means).
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Notice {
+pub(super) enum Notice {
     /// `I|U|D:<id>:<version>:<unix seconds>`
     Change {
         id: i64,
@@ -47,7 +48,7 @@ enum Notice {
 }
 
 impl Notice {
-    fn parse(payload: &str) -> Option<Self> {
+    pub(super) fn parse(payload: &str) -> Option<Self> {
         let mut parts = payload.split(':');
         let kind = parts.next()?;
         if kind == "T" {
@@ -82,17 +83,17 @@ impl Notice {
     }
 }
 
-/// The listener's measures.
-struct Measures {
+/// The feed's measures (either feed).
+pub(super) struct Measures {
     applied: Counter,
     ignored: Counter,
-    reconnects: Counter,
+    pub(super) reconnects: Counter,
     change_lag: Histogram,
     heartbeat_lag: Histogram,
 }
 
 impl Measures {
-    fn new(metrics: &Metrics) -> Self {
+    pub(super) fn new(metrics: &Metrics) -> Self {
         let result =
             |r| metrics.counter(&CACHE_INVALIDATIONS, &[("cache", "items"), ("result", r)]);
         let lag =
@@ -112,41 +113,16 @@ pub fn register(metrics: &Metrics) {
     let _ = Measures::new(metrics);
 }
 
-/// Keeps `cache` coherent with changes committed anywhere, through `url` (the primary), until
-/// aborted. Runs the listener and the heartbeat side by side; returning heartbeats tell the
-/// `standbys` where the primary's WAL was when they left.
-pub async fn run(
-    url: String,
-    cache: ItemCache,
-    metrics: Arc<Metrics>,
-    standbys: Option<Arc<Standbys>>,
-) {
-    let replica = rand::random::<u64>();
-    let coherence = cache.coherence().clone();
-    let measures = Measures::new(&metrics);
-    let heard = Heard {
-        cache: &cache,
-        m: &measures,
-        replica,
-        standbys: standbys.as_deref(),
-    };
-    tokio::join!(
-        listen(&url, &heard),
-        heartbeat(&url, &coherence, replica),
-        watch_lease(&coherence, &cache),
-    );
-}
-
 /// What the listener acts on.
-struct Heard<'a> {
-    cache: &'a ItemCache,
-    m: &'a Measures,
-    replica: u64,
-    standbys: Option<&'a Standbys>,
+pub(super) struct Heard<'a> {
+    pub cache: &'a ItemCache,
+    pub m: &'a Measures,
+    pub replica: u64,
+    pub standbys: Option<&'a Standbys>,
 }
 
 /// Listens until aborted, replacing the connection (and flushing) on every gap.
-async fn listen(url: &str, heard: &Heard<'_>) {
+pub(super) async fn listen(url: &str, heard: &Heard<'_>) {
     let (cache, m) = (heard.cache, heard.m);
     let coherence = cache.coherence();
     let bound = coherence.bound();
@@ -201,13 +177,22 @@ async fn connect(url: &str, bound: Duration) -> Result<PgListener, sea_orm::sqlx
 }
 
 async fn handle(payload: &str, heard: &Heard<'_>) {
-    let (cache, m) = (heard.cache, heard.m);
     match Notice::parse(payload) {
-        Some(Notice::Change {
+        Some(notice) => apply(notice, heard).await,
+        None => tracing::warn!(payload, "unreadable invalidation notice"),
+    }
+}
+
+/// Acts on one notice: a change invalidates, our own heartbeat renews the lease, a truncate
+/// flushes.
+pub(super) async fn apply(notice: Notice, heard: &Heard<'_>) {
+    let (cache, m) = (heard.cache, heard.m);
+    match notice {
+        Notice::Change {
             id,
             change,
             at_unix,
-        }) => {
+        } => {
             if cache.invalidate(id, change).await {
                 m.applied.increment(1);
             } else {
@@ -216,11 +201,11 @@ async fn handle(payload: &str, heard: &Heard<'_>) {
             let now = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
             m.change_lag.record((now - at_unix).max(0.0));
         }
-        Some(Notice::Heartbeat {
+        Notice::Heartbeat {
             replica: from,
             sent_ms,
             lsn,
-        }) if from == heard.replica => {
+        } if from == heard.replica => {
             let coherence = cache.coherence();
             coherence.heartbeat_returned(sent_ms);
             if let (Some(standbys), Some(lsn)) = (heard.standbys, lsn) {
@@ -230,17 +215,28 @@ async fn handle(payload: &str, heard: &Heard<'_>) {
             m.heartbeat_lag.record(lag_ms as f64 / 1000.0);
         }
         // Other replicas' heartbeats.
-        Some(Notice::Heartbeat { .. }) => {}
-        Some(Notice::Truncated) => {
+        Notice::Heartbeat { .. } => {}
+        Notice::Truncated => {
             tracing::warn!("data_items was truncated: cache flushed");
             cache.flush(Flush::Truncate);
         }
-        None => tracing::warn!(payload, "unreadable invalidation notice"),
     }
 }
 
+/// How a heartbeat travels.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Beat {
+    /// Notified on the trigger's channel.
+    Notify,
+    /// A logical decoding message, read back from the commit-log feed.
+    Message,
+}
+
+/// The logical decoding message prefix of our heartbeats.
+pub(super) const MESSAGE_PREFIX: &str = "data_api";
+
 /// Sends a heartbeat every fifth of the lease bound, on a connection of its own.
-async fn heartbeat(url: &str, coherence: &Coherence, replica: u64) {
+pub(super) async fn heartbeat(url: &str, coherence: &Coherence, replica: u64, beat: Beat) {
     let bound = coherence.bound();
     let mut tick = tokio::time::interval(bound / 5);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -256,8 +252,12 @@ async fn heartbeat(url: &str, coherence: &Coherence, replica: u64) {
         let Some(c) = conn.as_mut() else { continue };
         let payload = format!("H:{replica:x}:{}:", coherence.clock_ms());
         // The primary's WAL position as the heartbeat leaves (see `standby`).
-        let sent = sea_orm::sqlx::query(HEARTBEAT)
-            .bind(CHANNEL)
+        let (sql, target) = match beat {
+            Beat::Notify => (HEARTBEAT, CHANNEL),
+            Beat::Message => (HEARTBEAT_MESSAGE, MESSAGE_PREFIX),
+        };
+        let sent = sea_orm::sqlx::query(sql)
+            .bind(target)
             .bind(payload)
             .execute(&mut *c);
         if !matches!(tokio::time::timeout(bound, sent).await, Ok(Ok(_))) {
@@ -269,7 +269,7 @@ async fn heartbeat(url: &str, coherence: &Coherence, replica: u64) {
 /// Drops the lease, flushing the cache, as soon as our heartbeat is overdue: it sleeps until the
 /// lease's end (moved on by each returning heartbeat), so hits stop within a timer tick of it;
 /// on its own timer, so a slow connect or send cannot delay it.
-async fn watch_lease(coherence: &Coherence, cache: &ItemCache) {
+pub(super) async fn watch_lease(coherence: &Coherence, cache: &ItemCache) {
     let idle = coherence.bound() / 10;
     loop {
         if coherence.lease_overdue() {

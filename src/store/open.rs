@@ -11,8 +11,8 @@ use super::{FILL_MARGIN, Inner, Store};
 use crate::cache::{Coherence, ItemCache, items::Bound, metrics::CacheMetrics};
 use crate::config::{CacheSettings, DbSettings};
 use crate::db::{self, batch::ReadBatcher, pool::Pool, write_batch::WriteBatcher};
-use crate::metrics::Metrics;
-use crate::replication::{listener, standby::Standbys};
+use crate::metrics::{Metrics, catalog::CACHE_INVALIDATION_FEED};
+use crate::replication::{self, Feed, listener, standby::Standbys};
 
 /// Whether this replica's cache must hear of other replicas' writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,13 +67,24 @@ impl Store {
         if db.is_sqlite_file() {
             tasks.push(tokio::spawn(db::checkpoint_wal(db.write.clone())));
         }
+        let feeds = Feed::ALL.map(|f| {
+            (
+                f,
+                metrics.gauge(&CACHE_INVALIDATION_FEED, &[("feed", f.as_str())]),
+            )
+        });
         if let Some(cache) = cache.as_ref().filter(|_| listening) {
             let url = c
                 .listen_url
                 .clone()
                 .unwrap_or_else(|| db_settings.url.clone());
-            let feed = listener::run(url, cache.clone(), metrics.clone(), standbys.clone());
-            tasks.push(tokio::spawn(feed));
+            let feed = Feed::choose(c.invalidation, &url).await;
+            for (f, gauge) in &feeds {
+                gauge.set(if *f == feed { 1.0 } else { 0.0 });
+            }
+            let (cache, metrics, standbys) = (cache.clone(), metrics.clone(), standbys.clone());
+            let feeding = replication::run(feed, url, cache, metrics, standbys);
+            tasks.push(tokio::spawn(feeding));
             wait_for_lease(&coherence).await;
         }
         let system = match db.backend() {

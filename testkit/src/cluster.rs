@@ -20,6 +20,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// A cluster (not started) whose server runs with the extra `-c` options `settings`
+    /// (e.g. `-c wal_level=logical`).
+    pub fn create_with(settings: &str) -> Result<Self, String> {
+        let mut cluster = Self::create()?;
+        cluster.settings = settings.to_owned();
+        Ok(cluster)
+    }
+
     /// Creates the cluster (not started), or says why it cannot be done here.
     pub fn create() -> Result<Self, String> {
         let cluster = Self::empty()?;

@@ -29,5 +29,6 @@ mod slow_clients;
 mod standby_fills;
 mod standbys;
 mod start_wait;
+mod stream;
 mod tracing;
 mod write_batching;

@@ -32,12 +32,53 @@ async fn get_json(client: &Client, url: &str) -> Value {
     resp.json().await.expect("json body")
 }
 
+/// How the replicas hear of each other's changes in a run.
+#[derive(Clone, Copy, PartialEq)]
+enum Feed {
+    /// The table's trigger and `LISTEN` (`--invalidation trigger`).
+    Trigger,
+    /// The commit log (`--invalidation auto` on a server with `wal_level = logical`), with the
+    /// trigger's notifications switched off for the database.
+    Stream,
+}
+
+impl Feed {
+    /// The server's extra settings.
+    fn server(self) -> &'static str {
+        match self {
+            Self::Trigger => "",
+            Self::Stream => {
+                "-c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20"
+            }
+        }
+    }
+
+    /// The sessions that carry each replica's feed.
+    fn backends(self) -> &'static str {
+        match self {
+            Self::Trigger => "query ILIKE 'LISTEN%'",
+            Self::Stream => "application_name = 'data-api feed'",
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_stay_coherent_through_faults() {
+    scenario(Feed::Trigger).await;
+}
+
+/// The same run on the commit-log feed (issue 21).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_the_commit_log_stay_coherent_through_faults() {
+    scenario(Feed::Stream).await;
+}
+
+async fn scenario(feed: Feed) {
     if testkit::balancer::nginx().is_none() {
         return skip("nginx is not installed (Debian package `nginx`)");
     }
-    let cluster = match tokio::task::spawn_blocking(Cluster::create)
+    let settings = feed.server();
+    let cluster = match tokio::task::spawn_blocking(move || Cluster::create_with(settings))
         .await
         .expect("task")
     {
@@ -72,14 +113,33 @@ async fn replicas_stay_coherent_through_faults() {
             "--access-log",
             "false",
         ];
+        if feed == Feed::Stream {
+            args.extend(["--invalidation", "auto"]);
+        }
         if let Some(l) = listen {
             args.extend(["--listen-url", l]);
         }
         Binary::start(&args, &[])
     };
+    if feed == Feed::Stream {
+        // Every replica streams: no writer needs to notify (see docs/OPERATIONS.md).
+        let admin = Database::connect(url.as_str()).await.expect("admin");
+        admin
+            .execute_unprepared("ALTER DATABASE postgres SET data_api.notify = off")
+            .await
+            .expect("notify off");
+        let _ = admin.close().await;
+    }
     let mut replicas = vec![start(Some(&listen_url))];
     for _ in 1..REPLICAS {
         replicas.push(start(None));
+    }
+    let on_feed = match feed {
+        Feed::Trigger => "feed=\"trigger\"",
+        Feed::Stream => "feed=\"stream\"",
+    };
+    for r in &replicas {
+        wait_metric(r, "cache_invalidation_feed", &[on_feed], |v| v == 1.0).await;
     }
     let bases: Vec<String> = replicas.iter().map(|b| b.url("")).collect();
     let client = Client::new();
@@ -109,12 +169,12 @@ async fn replicas_stay_coherent_through_faults() {
     let terminate = async {
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let _ = admin
-                .execute_unprepared(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()",
-                )
-                .await;
+            let sql = format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE {} AND pid <> pg_backend_pid()",
+                feed.backends()
+            );
+            let _ = admin.execute_unprepared(&sql).await;
         }
     };
     phase(

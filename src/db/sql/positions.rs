@@ -48,8 +48,31 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
     (hi <= u64::from(u32::MAX) && lo <= u64::from(u32::MAX)).then_some(hi << 32 | lo)
 }
 
-/// A heartbeat: notifies `$1` with `$2` followed by the primary's WAL position as it leaves.
-pub const HEARTBEAT: &str = "SELECT pg_notify($1, $2 || pg_current_wal_lsn()::text)";
+/// A heartbeat through the trigger's channel: notifies `$1` with `$2` followed by the primary's
+/// WAL position as it leaves; but not while the database turns the trigger's notifications off
+/// (`data_api.notify = off`, for replicas that read the commit-log feed), so a replica that
+/// listens to the channel loses its lease, and serves no hits, when changes no longer reach it.
+pub const HEARTBEAT: &str = "SELECT pg_notify($1, $2 || pg_current_wal_lsn()::text) \
+     WHERE NOT EXISTS (SELECT 1 FROM pg_db_role_setting s JOIN pg_database d \
+     ON d.oid = s.setdatabase WHERE d.datname = current_database() \
+     AND 'data_api.notify=off' = ANY (s.setconfig))";
+
+/// A heartbeat through the commit-log feed: a logical decoding message with prefix `$1` and
+/// content `$2` followed by the primary's WAL position as it leaves. It writes WAL, no table;
+/// transactional, so its commit flushes the WAL and the feed delivers it at once (a
+/// non-transactional one waits for the next flush, up to `wal_writer_delay`), after every
+/// transaction that committed before it.
+pub const HEARTBEAT_MESSAGE: &str =
+    "SELECT pg_logical_emit_message(true, $1, $2 || pg_current_wal_lsn()::text)";
+
+/// Creates this session's temporary logical replication slot `{}` (dropped by the server when
+/// the session ends, so a dead replica retains no WAL); a replication command.
+pub fn create_temporary_slot(name: &str) -> String {
+    format!("CREATE_REPLICATION_SLOT {name} TEMPORARY LOGICAL pgoutput")
+}
+
+/// The publication the feed reads (migration `m20261204_000004_commit_log_feed`).
+pub const PUBLICATION: &str = "data_api_items";
 
 /// Takes the session-level advisory lock `$1`, waiting for it.
 pub const TAKE_LOCK: &str = "SELECT pg_advisory_lock($1)";
