@@ -153,7 +153,15 @@ impl Cluster {
 pub async fn primary_and_standby(
     settings: &'static str,
 ) -> Result<(Arc<Cluster>, Arc<Cluster>), String> {
-    let primary = Arc::new(blocking(Cluster::create).await?);
+    primary_and_standby_with("", settings).await
+}
+
+/// As `primary_and_standby`, the primary's server with the extra `-c` options `primary`.
+pub async fn primary_and_standby_with(
+    primary: &'static str,
+    settings: &'static str,
+) -> Result<(Arc<Cluster>, Arc<Cluster>), String> {
+    let primary = Arc::new(blocking(move || Cluster::create_with(primary)).await?);
     let p = primary.clone();
     blocking(move || p.start()).await;
     let p = primary.clone();

@@ -19,7 +19,7 @@ use sea_orm::{ConnectionTrait, Database};
 
 use crate::checker::{self, Log, analyse, longest_window, phase, scrape, wait_metric};
 use crate::helpers::{Binary, STATE_WAIT, metric, skip};
-use testkit::cluster::primary_and_standby;
+use testkit::cluster::primary_and_standby_with;
 
 const ITEMS: usize = 20;
 const REPLICAS: usize = 3;
@@ -89,13 +89,29 @@ async fn on_standby(url: &str, sql: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_reads_never_answer_older_through_faults() {
-    let (primary, standby) = match primary_and_standby(STANDBY_SETTINGS).await {
+    scenario("", "trigger").await;
+}
+
+/// The same run with the replicas on the commit-log feed (issue 21): the standby rules take
+/// their positions from the feed's heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_reads_on_the_commit_log_never_answer_older_through_faults() {
+    // The default slots and senders (10 each) hold three replicas and the standby; a standby
+    // needs at least the primary's max_wal_senders, so they stay as they are.
+    scenario("-c wal_level=logical", "auto").await;
+}
+
+/// The run, on a primary with `server` settings and replicas with `--invalidation invalidation`.
+async fn scenario(server: &'static str, invalidation: &str) {
+    let (primary, standby) = match primary_and_standby_with(server, STANDBY_SETTINGS).await {
         Ok(pair) => pair,
         Err(why) => return skip(&format!("no throwaway PostgreSQL cluster: {why}")),
     };
     let (url, standby_url) = (primary.url(), standby.url());
     let lease = format!("{}ms", LEASE.as_millis());
     let args = [
+        "--invalidation",
+        invalidation,
         "--database-url",
         url.as_str(),
         "--database-read-url",
@@ -110,6 +126,13 @@ async fn standby_reads_never_answer_older_through_faults() {
         "false",
     ];
     let mut replicas: Vec<Binary> = (0..REPLICAS).map(|_| Binary::start(&args, &[])).collect();
+    let feed = match invalidation {
+        "auto" => "feed=\"stream\"",
+        _ => "feed=\"trigger\"",
+    };
+    for r in &replicas {
+        wait_metric(r, "cache_invalidation_feed", &[feed], |v| v == 1.0).await;
+    }
     wait_state(&replicas, "serving").await;
     let text = scrape(&replicas[0]).await;
     for family in crate::metrics::STANDBY_FAMILIES {

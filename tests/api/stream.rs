@@ -160,6 +160,43 @@ async fn the_commit_log_feed_hears_every_change() {
     app.stop_shared().await;
 }
 
+/// A role without the `REPLICATION` privilege cannot create the slot: `auto` starts on the
+/// trigger, and stays coherent through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_without_the_replication_privilege_falls_back_to_the_trigger() {
+    let Some(cluster) = logical_cluster().await else {
+        return;
+    };
+    psql(
+        &cluster.url(),
+        "CREATE ROLE plain LOGIN PASSWORD 'plain' NOREPLICATION",
+    )
+    .await;
+    psql(&cluster.url(), "GRANT ALL ON SCHEMA public TO plain").await;
+    psql(&cluster.url(), "GRANT CREATE ON DATABASE postgres TO plain").await;
+    let url = cluster
+        .url()
+        .replace("postgres://postgres@", "postgres://plain:plain@");
+    let app = TestApp::on_url(&url, streaming).await;
+    let text = app.scrape().await;
+    assert_eq!(metric(&text, "cache_invalidation_feed", &[TRIGGER]), 1.0);
+    app.wait_for_metric("cache_lease_held", &[], |v| v == 1.0)
+        .await;
+    let item = app.create(json!({"name": "before"})).await;
+    let path = format!("/data/{}", item["id"]);
+    assert_eq!(app.get(&path).await.status(), 200);
+    psql(
+        &url,
+        &format!(
+            "UPDATE data_items SET name = 'psql' WHERE id = {}",
+            item["id"]
+        ),
+    )
+    .await;
+    until(&app, &path, |b| b["name"] == "psql").await;
+    app.stop_shared().await;
+}
+
 /// Where the server cannot decode its commit log (`wal_level = replica`), `auto` starts anyway,
 /// on the trigger, and says so in the gauge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
