@@ -63,6 +63,22 @@ async fn until(app: &TestApp, path: &str, ok: impl Fn(&Value) -> bool) {
     .await;
 }
 
+/// Creates an item, caches it, renames it from psql and waits until the app answers the new
+/// name (entries never expire here: only the feed can change them); the item and its path.
+async fn psql_write_reaches_the_cache(app: &TestApp, url: &str) -> (Value, String) {
+    let item = app.create(json!({"name": "before"})).await;
+    let path = format!("/data/{}", item["id"]);
+    assert_eq!(app.get(&path).await.status(), 200);
+    let id = &item["id"];
+    psql(
+        url,
+        &format!("UPDATE data_items SET name = 'psql' WHERE id = {id}"),
+    )
+    .await;
+    until(app, &path, |b| b["name"] == "psql").await;
+    (item, path)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_commit_log_feed_hears_every_change() {
     let Some(cluster) = logical_cluster().await else {
@@ -76,18 +92,7 @@ async fn the_commit_log_feed_hears_every_change() {
         .await;
 
     // A write from psql reaches the cached item.
-    let item = app.create(json!({"name": "before"})).await;
-    let path = format!("/data/{}", item["id"]);
-    assert_eq!(app.get(&path).await.status(), 200);
-    psql(
-        &url,
-        &format!(
-            "UPDATE data_items SET name = 'psql' WHERE id = {}",
-            item["id"]
-        ),
-    )
-    .await;
-    until(&app, &path, |b| b["name"] == "psql").await;
+    let (item, path) = psql_write_reaches_the_cache(&app, &url).await;
     let applied = ["result=\"applied\""];
     assert!(metric(&app.scrape().await, "cache_invalidations_total", &applied) >= 1.0);
 
@@ -182,18 +187,7 @@ async fn auto_without_the_replication_privilege_falls_back_to_the_trigger() {
     assert_eq!(metric(&text, "cache_invalidation_feed", &[TRIGGER]), 1.0);
     app.wait_for_metric("cache_lease_held", &[], |v| v == 1.0)
         .await;
-    let item = app.create(json!({"name": "before"})).await;
-    let path = format!("/data/{}", item["id"]);
-    assert_eq!(app.get(&path).await.status(), 200);
-    psql(
-        &url,
-        &format!(
-            "UPDATE data_items SET name = 'psql' WHERE id = {}",
-            item["id"]
-        ),
-    )
-    .await;
-    until(&app, &path, |b| b["name"] == "psql").await;
+    psql_write_reaches_the_cache(&app, &url).await;
     app.stop_shared().await;
 }
 
