@@ -18,7 +18,9 @@
 
 use std::time::Duration;
 
-use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
+use pgwire_replication::{
+    Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, SslMode, TlsConfig,
+};
 
 use super::listener::{self, Heard, MESSAGE_PREFIX, Notice};
 use super::pgoutput::{Event, Relations};
@@ -174,10 +176,15 @@ fn config(url: &str, slot: &str) -> Result<ReplicationConfig, String> {
         .map(|(_, v)| v.into_owned())
         .as_deref()
     {
+        Some("disable") => TlsConfig::disabled(),
         Some("require") => TlsConfig::require(),
         Some("verify-ca") => TlsConfig::verify_ca(None),
         Some("verify-full") => TlsConfig::verify_full(None),
-        _ => TlsConfig::disabled(),
+        // As libpq and sqlx default: TLS where the server offers it.
+        _ => TlsConfig {
+            mode: SslMode::Prefer,
+            ..TlsConfig::disabled()
+        },
     };
     Ok(
         ReplicationConfig::new(host, user, password, database, slot, positions::PUBLICATION)
@@ -227,7 +234,9 @@ mod tests {
         assert!(c.tls.mode.requires_tls());
         let c = config("postgres://postgres@127.0.0.1/", "s").expect("a URL");
         assert_eq!((c.port, c.database.as_str()), (5432, "postgres"));
-        assert!(!c.tls.mode.requires_tls());
+        assert_eq!(c.tls.mode, SslMode::Prefer, "as libpq and sqlx default");
+        let c = config("postgres://postgres@127.0.0.1/?sslmode=disable", "s").expect("a URL");
+        assert_eq!(c.tls.mode, SslMode::Disable);
         assert!(config("not a url", "s").is_err());
         assert_eq!(slot_name(255, 3), "data_api_00000000000000ff_3");
     }
