@@ -155,12 +155,12 @@ pub struct CacheSettings {
     pub single_instance: bool,
 
     /// How this replica hears of changes other replicas (and psql, and `seed`) commit, on
-    /// PostgreSQL with several replicas: `trigger`, the table's trigger notifying a channel
-    /// (`LISTEN`; every write pays a cluster-wide commit lock); `auto`, PostgreSQL's commit log
-    /// through a temporary logical replication slot where the server allows it (`wal_level =
-    /// logical` and the replication privilege), else the trigger, said once at start-up. Env:
-    /// DATA_API_INVALIDATION.
-    #[arg(long, env = "DATA_API_INVALIDATION", value_enum, default_value_t = Invalidation::Trigger)]
+    /// PostgreSQL with several replicas: `auto`, PostgreSQL's commit log through a temporary
+    /// logical replication slot where the server allows it (`wal_level = logical` and the
+    /// replication privilege), else the trigger, said once at start-up; `trigger`, always the
+    /// table's trigger notifying a channel (`LISTEN`; every write pays a cluster-wide commit
+    /// lock). Env: DATA_API_INVALIDATION.
+    #[arg(long, env = "DATA_API_INVALIDATION", value_enum, default_value_t = Invalidation::Auto)]
     pub invalidation: Invalidation,
 
     /// Where the invalidation listener connects (`LISTEN` needs the primary, directly or through

@@ -1,5 +1,5 @@
-//! Cross-replica cache invalidation from PostgreSQL's commit log (`--invalidation auto` where
-//! logical decoding is available): each replica streams the committed changes of `data_items`
+//! Cross-replica cache invalidation from PostgreSQL's commit log (`--invalidation auto`, the
+//! default, where logical decoding is available): each replica streams the committed changes of `data_items`
 //! through a temporary logical replication slot of its own (built-in `pgoutput`, publication
 //! `data_api_items`), so a writing transaction does nothing extra: no trigger notification, no
 //! commit-time lock. The server drops the slot when the session ends, so a dead replica retains
