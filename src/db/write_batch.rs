@@ -21,6 +21,10 @@
 //!
 //! On SQLite there is one writer connection, so one lane: the transactions themselves are what
 //! a write costs (and their hand-offs to the driver's thread), and a batch pays them once.
+//!
+//! The price: a batch waiting on a row lock held elsewhere holds its lane until the lock goes
+//! (or the statement timeout), so while every lane waits so, other writes wait for one at most
+//! the acquire timeout and fail as a pool timeout would (503), changing nothing.
 
 use std::sync::Arc;
 

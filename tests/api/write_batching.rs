@@ -227,3 +227,68 @@ async fn read(app: &TestApp, id: i64) -> Value {
         .await
         .expect("json")
 }
+
+/// PostgreSQL: with the one write batch stuck behind a row lock, the next write waits in the
+/// queue no longer than the acquire timeout and gets 503 + Retry-After, having changed nothing;
+/// the stuck write completes once the lock goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_write_waiting_for_a_batch_gives_up_at_the_acquire_timeout() {
+    let Some(app) = TestApp::postgres(|s| {
+        uncached(s);
+        s.db.write_batches = 1;
+        s.db.acquire_timeout = std::time::Duration::from_millis(300);
+    })
+    .await
+    else {
+        return;
+    };
+    let ids = app.create_many(2, "locked").await;
+    let (locked, free) = (ids[0], ids[1]);
+    let locker = app.outside_connection().await;
+    locker.execute_unprepared("BEGIN").await.expect("begin");
+    locker
+        .execute_unprepared(&format!(
+            "SELECT 1 FROM data_items WHERE id = {locked} FOR UPDATE"
+        ))
+        .await
+        .expect("row lock");
+    const WAITS: &str = "db_client_connection_wait_time_seconds_count";
+    let admitted = metric(&app.scrape().await, WAITS, &[]);
+    let stuck = {
+        let (client, url) = (app.client.clone(), app.url(&format!("/data/{locked}")));
+        tokio::spawn(async move {
+            let body = json!({"name": "after the lock"});
+            client
+                .put(url)
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    // The stuck write's batch holds its connection (its wait is recorded).
+    app.wait_for_metric(WAITS, &[], |n| n > admitted).await;
+    let path = format!("/data/{free}");
+    let resp = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        app.send_json(Method::PUT, &path, &json!({"name": "never"})),
+    )
+    .await
+    .expect("the queued write gave up instead of waiting for the lock");
+    assert_eq!(resp.headers()["retry-after"], "1");
+    crate::helpers::problem(resp, 503).await;
+    locker.execute_unprepared("COMMIT").await.expect("commit");
+    assert_eq!(
+        stuck.await.expect("task").expect("answer"),
+        200,
+        "the stuck write completes"
+    );
+    assert_eq!(
+        read(&app, free).await["name"],
+        "locked 1",
+        "the write that gave up changed nothing"
+    );
+    assert_eq!(read(&app, locked).await["name"], "after the lock");
+    let _ = locker.close().await;
+    app.stop().await;
+}
