@@ -85,7 +85,7 @@ async fn run(db: &DatabaseConnection, pool: &Pool, mut batch: Vec<Waiter>) {
         .await
     {
         Ok(rows) => rows,
-        Err(e) => return queue::fail_all(batch, BatchFailed::of(&e)),
+        Err(e) => return queue::fail_all(batch.into_iter().map(|w| w.reply), BatchFailed::of(&e)),
     };
     // Both sorted by id: walk them together.
     let mut rows = rows.into_iter().peekable();

@@ -39,10 +39,10 @@ impl BatchFailed {
     }
 }
 
-/// Answers every job of a failed batch.
-pub fn fail_all<T, R>(batch: Vec<Job<T, R>>, why: BatchFailed) {
-    for job in batch {
-        let _ = job.reply.send(Err(why));
+/// Answers every job of a failed batch (given as their replies).
+pub fn fail_all<R>(replies: impl IntoIterator<Item = oneshot::Sender<Reply<R>>>, why: BatchFailed) {
+    for reply in replies {
+        let _ = reply.send(Err(why));
     }
 }
 

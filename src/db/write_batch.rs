@@ -174,7 +174,10 @@ async fn run(db: &DatabaseConnection, pool: &Pool, mut batch: Vec<Pending>) {
     // One kind per batch (see `start`).
     let op = batch.first().map_or(DbOp::Update, |p| p.work.op());
     let size = batch.len();
-    let writes: Vec<Write> = batch.iter().map(|p| p.work.clone()).collect();
+    // Each caller keeps its own copy to run alone if the batch fails: these are moved, not
+    // copied again (a payload is up to 64 KiB).
+    let (writes, replies): (Vec<Write>, Vec<_>) =
+        batch.into_iter().map(|p| (p.work, p.reply)).unzip();
     let applied = pool
         .run_batch(op, size as u64, async {
             let txn = db.begin().await?;
@@ -196,10 +199,10 @@ async fn run(db: &DatabaseConnection, pool: &Pool, mut batch: Vec<Pending>) {
         .await;
     match applied {
         Ok(done) => {
-            for (p, written) in batch.into_iter().zip(done) {
-                let _ = p.reply.send(Ok((written, size)));
+            for (reply, written) in replies.into_iter().zip(done) {
+                let _ = reply.send(Ok((written, size)));
             }
         }
-        Err(e) => queue::fail_all(batch, BatchFailed::of(&e)),
+        Err(e) => queue::fail_all(replies, BatchFailed::of(&e)),
     }
 }

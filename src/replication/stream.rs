@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use pgwire_replication::{
-    Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, SslMode, TlsConfig,
+    ReplicationClient, ReplicationConfig, ReplicationEvent, SslMode, TlsConfig,
 };
 
 use super::listener::{self, Heard, MESSAGE_PREFIX, Notice};
@@ -144,7 +144,7 @@ async fn read(mut client: ReplicationClient, heard: &Heard<'_>, bound: Duration)
             // Applied: the server may recycle the WAL behind it.
             ReplicationEvent::Commit { end_lsn, .. } => client.update_applied_lsn(end_lsn),
             ReplicationEvent::KeepAlive { wal_end, .. } => {
-                client.update_applied_lsn(Lsn::from_u64(wal_end.as_u64()));
+                client.update_applied_lsn(wal_end);
             }
             _ => {}
         }
@@ -161,7 +161,10 @@ fn slot_name(replica: u64, session: u64) -> String {
 fn config(url: &str, slot: &str) -> Result<ReplicationConfig, String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("the database URL: {e}"))?;
     let decode = |s: &str| {
-        percent_decode(s).ok_or_else(|| "the database URL: bad percent-encoding".to_owned())
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|t| t.into_owned())
+            .map_err(|_| "the database URL: bad percent-encoding".to_owned())
     };
     let user = decode(parsed.username())?;
     let password = decode(parsed.password().unwrap_or_default())?;
@@ -192,24 +195,6 @@ fn config(url: &str, slot: &str) -> Result<ReplicationConfig, String> {
             .with_tls(tls)
             .with_application_name("data-api feed"),
     )
-}
-
-/// `%XX` escapes decoded, as URLs carry user names and passwords.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -63,16 +63,6 @@ struct Inner {
 }
 
 impl Store {
-    /// The standbys, if reads may go to any.
-    pub fn standbys(&self) -> Option<&Arc<Standbys>> {
-        self.inner.standbys.as_ref()
-    }
-
-    /// The item cache, if there is one.
-    pub fn cache(&self) -> Option<&ItemCache> {
-        self.inner.cache.as_ref()
-    }
-
     /// The database handles.
     pub fn db(&self) -> &Db {
         &self.inner.db
