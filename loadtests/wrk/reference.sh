@@ -10,8 +10,9 @@
 # on the same 100k-row data_items table, the same number of database connections, and the same
 # durability (synchronous_commit as the server has it). Prints each round and the ratios.
 # $API_FLAGS: more flags for data-api on the database rows (e.g. --db-read-batches 0).
-# STREAM=1: the database rows as a deployment on the commit-log feed runs them: data-api with
-# --invalidation auto and the trigger's NOTIFY off for the database (needs wal_level = logical).
+# Without STREAM: the database rows on the trigger feed (--invalidation trigger, the trigger
+# enabled). STREAM=1: as a deployment on the commit-log feed runs them: --invalidation auto and
+# the notifying trigger disabled, as the migrations leave it (needs wal_level = logical).
 # Usage: loadtests/wrk/reference.sh [rows=hit,miss,put] [rounds=4] [duration=8s] [connections=50] [db connections=32]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -76,8 +77,12 @@ if [[ ",$rows," == *",miss,"* || ",$rows," == *",put,"* ]]; then
     -c 'INSERT INTO data_items_bare SELECT * FROM data_items' -c 'VACUUM ANALYZE data_items_bare' "$db" >/dev/null
   sed 's/UPDATE data_items /UPDATE data_items_bare /' "$work/update.sql" > "$work/update_bare.sql"
   if [[ -n "${STREAM:-}" ]]; then
-    psql -h 127.0.0.1 -U postgres -qc "ALTER DATABASE $db SET data_api.notify = off" postgres
+    # The notifying trigger stays as the migrations leave it where no replica listens: disabled.
     API_FLAGS="${API_FLAGS:-} --invalidation auto"
+  else
+    # A deployment on the trigger feed: its replicas enable the trigger (pgbench pays it too).
+    psql -h 127.0.0.1 -U postgres -qc 'ALTER TABLE data_items ENABLE TRIGGER data_items_notify' "$db"
+    API_FLAGS="${API_FLAGS:-} --invalidation trigger"
   fi
   pg() { pgbench -h 127.0.0.1 -U postgres -n -M prepared -c "$dbconns" -j 2 -T "$secs" -f "$work/$1" "$db" 2>/dev/null |
     sed -n 's/^tps = \([0-9.]*\).*/\1/p' | cut -d. -f1; }

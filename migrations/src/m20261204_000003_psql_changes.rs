@@ -5,7 +5,7 @@
 //! - `TRUNCATE` announces itself on the `data_items` channel (payload `T:<unix seconds>`), and
 //!   every replica's listener flushes its cache.
 
-use sea_orm_migration::{prelude::*, sea_orm::DbBackend};
+use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -41,34 +41,22 @@ const TRUNCATE_TRIGGER: &str = "CREATE TRIGGER data_items_notify_truncate \
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        let db = manager.get_connection();
-        for sql in [
+        let all = [
             VERSION_FUNCTION,
             VERSION_TRIGGER,
             TRUNCATE_FUNCTION,
             TRUNCATE_TRIGGER,
-        ] {
-            db.execute_unprepared(sql).await?;
-        }
-        Ok(())
+        ];
+        crate::on_postgres(manager, all).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        let db = manager.get_connection();
-        for sql in [
+        let all = [
             "DROP TRIGGER IF EXISTS data_items_notify_truncate ON data_items",
             "DROP FUNCTION IF EXISTS data_items_notify_truncate()",
             "DROP TRIGGER IF EXISTS data_items_next_version ON data_items",
             "DROP FUNCTION IF EXISTS data_items_next_version()",
-        ] {
-            db.execute_unprepared(sql).await?;
-        }
-        Ok(())
+        ];
+        crate::on_postgres(manager, all).await
     }
 }

@@ -8,7 +8,7 @@
 //!   the feed turns the NOTIFY (and the commit lock it takes) off for every writer with
 //!   `ALTER DATABASE … SET data_api.notify = off`. Unset, they notify as before.
 
-use sea_orm_migration::{prelude::*, sea_orm::DbBackend};
+use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -40,27 +40,14 @@ const SWITCHABLE: &str = "WHEN (current_setting('data_api.notify', true) IS DIST
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        let db = manager.get_connection();
-        for sql in triggers(SWITCHABLE) {
-            db.execute_unprepared(&sql).await?;
-        }
-        db.execute_unprepared(PUBLICATION).await?;
-        Ok(())
+        let all = triggers(SWITCHABLE).into_iter().chain([PUBLICATION.into()]);
+        crate::on_postgres(manager, all).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        let db = manager.get_connection();
-        db.execute_unprepared("DROP PUBLICATION IF EXISTS data_api_items")
-            .await?;
-        for sql in triggers("") {
-            db.execute_unprepared(&sql).await?;
-        }
-        Ok(())
+        let all = ["DROP PUBLICATION IF EXISTS data_api_items".to_owned()]
+            .into_iter()
+            .chain(triggers(""));
+        crate::on_postgres(manager, all).await
     }
 }

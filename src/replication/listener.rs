@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use metrics::{Counter, Histogram};
 use sea_orm::sqlx::{
-    Connection,
+    Connection, Executor,
     postgres::{PgConnection, PgListener},
 };
 
@@ -168,6 +168,13 @@ async fn connect(url: &str, bound: Duration) -> Result<PgListener, sea_orm::sqlx
         let mut listener = PgListener::connect(url).await?;
         // Reconnects are ours to make (and to flush for).
         listener.eager_reconnect(false);
+        if let Err(e) = (&mut listener).execute(positions::ENABLE_NOTIFY).await {
+            tracing::error!(
+                error = %e,
+                "cannot enable the notifying trigger on data_items: this replica serves no \
+                 hits until it is enabled (ALTER TABLE data_items ENABLE TRIGGER ...)"
+            );
+        }
         listener.listen(CHANNEL).await?;
         Ok(listener)
     };

@@ -465,3 +465,19 @@ impl Drop for Binary {
         }
     }
 }
+
+/// `pg_trigger.tgenabled` of the notifying trigger on the database at `url`: `O` enabled, `D`
+/// disabled.
+pub async fn notify_trigger_state(url: &str) -> String {
+    let db = sea_orm::Database::connect(url).await.expect("connect");
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT tgenabled::text AS state FROM pg_trigger WHERE tgname = 'data_items_notify'",
+        ))
+        .await
+        .expect("pg_trigger")
+        .expect("the trigger exists");
+    let _ = db.close().await;
+    row.try_get("", "state").expect("state")
+}

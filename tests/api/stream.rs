@@ -1,9 +1,9 @@
 //! The commit-log feed (`--invalidation auto`, `replication::stream`) on a throwaway cluster
 //! with `wal_level = logical`: writes made outside the service (psql) reach the cache, a delete
 //! and a transaction of 10,000 rows too; the feed's walsender terminated is a gap (flushed,
-//! streamed again); with `data_api.notify = off` for the database, the stream still hears
-//! everything while a replica on the trigger feed stops serving hits. Where logical decoding is
-//! not available, `auto` falls back to the trigger.
+//! streamed again); the notifying trigger stays disabled while only the stream runs, a replica
+//! on the trigger feed enables it (again, if an operator disables it under it, after a gap).
+//! Where logical decoding is not available, `auto` falls back to the trigger.
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
 use testkit::cluster::Cluster;
 
-use crate::helpers::{TestApp, metric, skip};
+use crate::helpers::{TestApp, metric, notify_trigger_state, skip};
 use data_api::config::Invalidation;
 
 const STREAM: &str = "feed=\"stream\"";
@@ -43,6 +43,10 @@ fn streaming(s: &mut data_api::config::Settings) {
     s.cache.invalidation = Invalidation::Auto;
     s.cache.ttl = std::time::Duration::from_secs(3600);
 }
+
+/// What an operator runs once no replica uses the trigger feed (docs/OPERATIONS.md).
+const DISABLE_TRIGGER: &str = "ALTER TABLE data_items DISABLE TRIGGER data_items_notify, \
+     DISABLE TRIGGER data_items_notify_truncate";
 
 async fn psql(url: &str, sql: &str) {
     let db: DatabaseConnection = Database::connect(url).await.expect("psql connection");
@@ -147,15 +151,26 @@ async fn the_commit_log_feed_hears_every_change() {
     .await;
     until(&app, &other_path, |b| b["name"] == "heard").await;
 
-    // The NOTIFY off for every writer: the stream still hears psql; a replica on the trigger
-    // feed loses its lease (its heartbeats stop with the notifications) and serves no hits.
-    psql(&url, "ALTER DATABASE postgres SET data_api.notify = off").await;
+    // Only the stream runs: the migrations left the notifying trigger disabled.
+    assert_eq!(notify_trigger_state(&url).await, "D");
+    // A replica on the trigger feed enables it, and hears psql through it.
     let trigger = TestApp::on_url(&url, |s| s.cache.invalidation = Invalidation::Trigger).await;
-    assert_eq!(
-        metric(&trigger.scrape().await, "cache_lease_held", &[]),
-        0.0,
-        "a trigger replica holds no lease while the trigger is off"
-    );
+    trigger
+        .wait_for_metric("cache_lease_held", &[], |v| v == 1.0)
+        .await;
+    assert_eq!(notify_trigger_state(&url).await, "O");
+    psql_write_reaches_the_cache(&trigger, &url).await;
+    // Disabled under it: its heartbeats stop, its channel goes silent (a gap: flushed), and it
+    // enables the trigger again as it reconnects, before it serves hits again.
+    let flushes = metric(&trigger.scrape().await, "cache_flushes_total", &[]);
+    psql(&url, DISABLE_TRIGGER).await;
+    trigger
+        .wait_for_metric("cache_flushes_total", &[], |v| v > flushes)
+        .await;
+    trigger
+        .wait_for_metric("cache_lease_held", &[], |v| v == 1.0)
+        .await;
+    assert_eq!(notify_trigger_state(&url).await, "O");
     let resp = trigger
         .send_json(Method::PUT, &other_path, &json!({"name": "quiet"}))
         .await;

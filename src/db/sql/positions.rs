@@ -49,13 +49,26 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
 }
 
 /// A heartbeat through the trigger's channel: notifies `$1` with `$2` followed by the primary's
-/// WAL position as it leaves; but not while the database turns the trigger's notifications off
-/// (`data_api.notify = off`, for replicas that read the commit-log feed), so a replica that
-/// listens to the channel loses its lease, and serves no hits, when changes no longer reach it.
+/// WAL position as it leaves; but only while the notifying trigger is enabled (a deployment
+/// whose replicas all stream disables it), so a replica that listens to the channel loses its
+/// lease, and serves no hits, when changes no longer reach it.
 pub const HEARTBEAT: &str = "SELECT pg_notify($1, $2 || pg_current_wal_lsn()::text) \
-     WHERE NOT EXISTS (SELECT 1 FROM pg_db_role_setting s JOIN pg_database d \
-     ON d.oid = s.setdatabase WHERE d.datname = current_database() \
-     AND 'data_api.notify=off' = ANY (s.setconfig))";
+     WHERE EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'data_items'::regclass \
+     AND tgname = 'data_items_notify' AND tgenabled IN ('O', 'A'))";
+
+/// Enables the notifying triggers if they are disabled (the migrations leave them so where no
+/// replica listened): a replica on the trigger feed runs it before it listens. It waits at most
+/// 2 s for the table's lock (which writes hold), so it cannot stall the writes behind it for
+/// long; a failure is logged, and the heartbeat above keeps the lease away meanwhile.
+pub const ENABLE_NOTIFY: &str = r#"DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'data_items'::regclass
+               AND tgname IN ('data_items_notify', 'data_items_notify_truncate')
+               AND tgenabled NOT IN ('O', 'A')) THEN
+        PERFORM set_config('lock_timeout', '2s', true);
+        ALTER TABLE data_items ENABLE TRIGGER data_items_notify,
+                               ENABLE TRIGGER data_items_notify_truncate;
+    END IF;
+END $$"#;
 
 /// A heartbeat through the commit-log feed: a logical decoding message with prefix `$1` and
 /// content `$2` followed by the primary's WAL position as it leaves. It writes WAL, no table;
