@@ -28,7 +28,9 @@
 
 use std::sync::Arc;
 
-use sea_orm::{ConnAcquireErr, ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
+use sea_orm::{
+    ConnAcquireErr, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, TransactionTrait,
+};
 
 use super::pool::{DbOp, Pool};
 use super::queue::{self, BatchFailed, Job, Outcome, Queue};
@@ -180,6 +182,9 @@ async fn run(db: &DatabaseConnection, pool: &Pool, mut batch: Vec<Pending>) {
         batch.into_iter().map(|p| (p.work, p.reply)).unzip();
     let applied = pool
         .run_batch(op, size as u64, async {
+            if let Some(updates) = one_statement(db, &writes) {
+                return update_many(db, &updates).await;
+            }
             let txn = db.begin().await?;
             let mut done = Vec::with_capacity(writes.len());
             for w in writes {
@@ -205,4 +210,49 @@ async fn run(db: &DatabaseConnection, pool: &Pool, mut batch: Vec<Pending>) {
         }
         Err(e) => queue::fail_all(replies, BatchFailed::of(&e)),
     }
+}
+
+/// The batch as one multi-row `UPDATE` where that is exactly what its writes ask for: PostgreSQL
+/// (one statement, one round trip, no transaction around it), all updates
+/// without preconditions, of distinct ids (sorted ascending by `run`). Otherwise `None`, and the
+/// writes run one by one in a transaction.
+fn one_statement<'a>(
+    db: &DatabaseConnection,
+    writes: &'a [Write],
+) -> Option<Vec<(i64, &'a Changes)>> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return None;
+    }
+    let mut updates = Vec::with_capacity(writes.len());
+    for w in writes {
+        match w {
+            Write::Update {
+                id,
+                changes,
+                pre: Precondition::None,
+            } if updates.last().is_none_or(|(last, _)| last < id) => {
+                updates.push((*id, changes));
+            }
+            _ => return None,
+        }
+    }
+    Some(updates)
+}
+
+/// Runs `updates` as one statement: each answered with its row, or not found.
+async fn update_many(
+    db: &DatabaseConnection,
+    updates: &[(i64, &Changes)],
+) -> Result<Vec<Written>, DbErr> {
+    let mut rows = items::update_many(db, updates).await?;
+    // The rows come back in no promised order: by id, as the updates are.
+    rows.sort_unstable_by_key(|m| m.id);
+    let mut rows = rows.into_iter().peekable();
+    Ok(updates
+        .iter()
+        .map(|(id, _)| match rows.next_if(|m| m.id == *id) {
+            Some(model) => Written::Updated(WriteOutcome::Done(model)),
+            None => Written::Updated(WriteOutcome::NotFound),
+        })
+        .collect())
 }

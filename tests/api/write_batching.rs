@@ -20,6 +20,7 @@ fn uncached(s: &mut data_api::config::Settings) {
 crate::on_both_backends!(with uncached:
     concurrent_writes_commit_together_and_each_keeps_its_outcome,
     a_write_the_database_refuses_fails_alone,
+    distinct_writes_keep_each_field_as_asked,
 );
 
 /// One write of the mix, and what it must answer.
@@ -217,6 +218,108 @@ async fn a_write_the_database_refuses_fails_alone(app: &TestApp) {
         errors > refused_writes,
         "{errors} failed update operations for {refused_writes} refused writes: no batch held one"
     );
+}
+
+/// 400 unconditional writes of distinct items, 64 at a time (on PostgreSQL a batch of them is
+/// one multi-row `UPDATE`): full replaces, and merge patches that set, clear or leave each
+/// field, and PUTs of ids that do not exist. Each answer is its own item as the database then
+/// holds it, every field as its write asked, and the missing ones 404.
+async fn distinct_writes_keep_each_field_as_asked(app: &TestApp) {
+    const ITEMS: usize = 400;
+    let body = json!({"name": "before", "description": "kept", "payload": {"k": 0}});
+    let ids: Vec<i64> = stream::iter(0..ITEMS)
+        .map(|_| async { app.create(body.clone()).await["id"].as_i64().expect("id") })
+        .buffered(32)
+        .collect()
+        .await;
+    let never = ids.iter().max().copied().unwrap_or(0) + 100_000;
+    // Each write, and the item it must leave (None: 404).
+    let write = |n: usize| -> (Method, i64, Value, Option<Value>) {
+        let id = ids[n];
+        let kept = |name: Value, description: Value, payload: Value| {
+            Some(json!({"name": name, "description": description, "payload": payload}))
+        };
+        match n % 5 {
+            0 => {
+                let b = json!({"name": format!("replaced {n}")});
+                (
+                    Method::PUT,
+                    id,
+                    b,
+                    kept(json!(format!("replaced {n}")), Value::Null, Value::Null),
+                )
+            }
+            1 => {
+                let b = json!({"name": format!("renamed {n}")});
+                (
+                    Method::PATCH,
+                    id,
+                    b,
+                    kept(
+                        json!(format!("renamed {n}")),
+                        json!("kept"),
+                        json!({"k": 0}),
+                    ),
+                )
+            }
+            2 => {
+                let b = json!({"description": null, "payload": {"k": n}});
+                (
+                    Method::PATCH,
+                    id,
+                    b,
+                    kept(json!("before"), Value::Null, json!({"k": n})),
+                )
+            }
+            3 => {
+                let b = json!({"payload": null, "description": format!("new {n}")});
+                (
+                    Method::PATCH,
+                    id,
+                    b,
+                    kept(json!("before"), json!(format!("new {n}")), Value::Null),
+                )
+            }
+            _ => (
+                Method::PUT,
+                never + n as i64,
+                json!({"name": "nobody"}),
+                None,
+            ),
+        }
+    };
+    let write = &write;
+    let answers: Vec<(usize, u16, Value)> = stream::iter(0..ITEMS)
+        .map(|n| async move {
+            let (method, id, body, _) = write(n);
+            let resp = app.send_json(method, &format!("/data/{id}"), &body).await;
+            let status = resp.status().as_u16();
+            (n, status, resp.json().await.unwrap_or(Value::Null))
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    for (n, status, answer) in answers {
+        let (_, id, _, expected) = write(n);
+        let Some(expected) = expected else {
+            assert_eq!(status, 404, "write {n}: {answer}");
+            continue;
+        };
+        assert_eq!(status, 200, "write {n}: {answer}");
+        let stored = read(app, id).await;
+        assert_eq!(
+            answer, stored,
+            "write {n}: the answer is not the stored item"
+        );
+        assert_eq!(stored["id"], id, "write {n}");
+        assert_eq!(stored["version"], 2, "write {n}: {stored}");
+        for field in ["name", "description", "payload"] {
+            assert_eq!(
+                stored[field], expected[field],
+                "write {n}, {field}: {stored}"
+            );
+        }
+    }
 }
 
 /// Item `id` as the database has it (the cache is off).

@@ -120,6 +120,45 @@ pub async fn update(
     }
 }
 
+/// Several unconditional updates as one statement (PostgreSQL): each row gets its `changes` and
+/// the next version, all with one `updated_at`. The rows arrive as one JSON array, in the order
+/// given (ascending ids), and the plan is a nested loop over the primary key, so the rows are
+/// locked in that order.
+pub const UPDATE_MANY: &str = "UPDATE data_items AS d SET \
+     name = CASE WHEN v.set_name THEN v.name ELSE d.name END, \
+     description = CASE WHEN v.set_description THEN v.description ELSE d.description END, \
+     payload = CASE WHEN v.set_payload THEN v.payload ELSE d.payload END, \
+     version = d.version + 1, updated_at = $2 \
+     FROM jsonb_to_recordset($1) AS v(id int8, set_name bool, name text, \
+     set_description bool, description text, set_payload bool, payload jsonb) \
+     WHERE d.id = v.id \
+     RETURNING d.id, d.name, d.description, d.payload, d.version, d.created_at, d.updated_at";
+
+/// Applies `updates` (distinct ids, ascending; no preconditions) in one statement on
+/// PostgreSQL: the rows as stored. An id without a row in the answer has no item.
+pub async fn update_many(
+    db: &impl ConnectionTrait,
+    updates: &[(i64, &Changes)],
+) -> Result<Vec<Model>, DbErr> {
+    let rows: Vec<Value> = updates
+        .iter()
+        .map(|(id, c)| {
+            serde_json::json!({
+                "id": id,
+                "set_name": c.name.is_some(), "name": c.name,
+                "set_description": c.description.is_some(), "description": c.description,
+                "set_payload": c.payload.is_some(), "payload": c.payload,
+            })
+        })
+        .collect();
+    let stmt = sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        UPDATE_MANY,
+        [Value::Array(rows).into(), now().into()],
+    );
+    Entity::find().from_raw_sql(stmt).all(db).await
+}
+
 pub async fn delete(
     db: &impl ConnectionTrait,
     id: i64,
