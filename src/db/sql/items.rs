@@ -121,17 +121,21 @@ pub async fn update(
 }
 
 /// Several unconditional updates as one statement (PostgreSQL): each row gets its `changes` and
-/// the next version, all with one `updated_at`. The rows arrive as one JSON array, in the order
-/// given (ascending ids), and the plan is a nested loop over the primary key, so the rows are
-/// locked in that order.
-pub const UPDATE_MANY: &str = "UPDATE data_items AS d SET \
+/// the next version, all with one `updated_at`. The rows arrive as one JSON array. They are
+/// locked first, in ascending id order (`locked`: a sort under the lock, whatever plan the join
+/// gets; a hash join over a small table would otherwise lock them in heap order, and two
+/// batches could deadlock), then updated.
+pub const UPDATE_MANY: &str = "WITH v AS (SELECT * FROM jsonb_to_recordset($1) AS v(id int8, \
+     set_name bool, name text, set_description bool, description text, set_payload bool, \
+     payload jsonb)), \
+     locked AS (SELECT d.id FROM data_items d WHERE d.id IN (SELECT id FROM v) \
+     ORDER BY d.id FOR NO KEY UPDATE) \
+     UPDATE data_items AS d SET \
      name = CASE WHEN v.set_name THEN v.name ELSE d.name END, \
      description = CASE WHEN v.set_description THEN v.description ELSE d.description END, \
      payload = CASE WHEN v.set_payload THEN v.payload ELSE d.payload END, \
      version = d.version + 1, updated_at = $2 \
-     FROM jsonb_to_recordset($1) AS v(id int8, set_name bool, name text, \
-     set_description bool, description text, set_payload bool, payload jsonb) \
-     WHERE d.id = v.id \
+     FROM v WHERE d.id = v.id AND d.id IN (SELECT id FROM locked) \
      RETURNING d.id, d.name, d.description, d.payload, d.version, d.created_at, d.updated_at";
 
 /// Applies `updates` (distinct ids, ascending; no preconditions) in one statement on
