@@ -41,6 +41,7 @@ use super::{
     coherence::Coherence,
     marks::{Mark, Marks},
     metrics::CacheMetrics,
+    shared::SharedCache,
 };
 use crate::db::Model;
 
@@ -211,6 +212,8 @@ pub struct ItemCache {
     metrics: CacheMetrics,
     coherence: Arc<Coherence>,
     marks: Arc<Marks>,
+    /// The fleet's second level, if any: it hears every change and gap this cache hears.
+    shared: Option<SharedCache>,
 }
 
 impl ItemCache {
@@ -251,7 +254,19 @@ impl ItemCache {
             metrics,
             coherence,
             marks: Arc::new(Marks::default()),
+            shared: None,
         }
+    }
+
+    /// This cache with `shared` as its second level.
+    pub fn with_shared(mut self, shared: SharedCache) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The second level, if any.
+    pub fn shared(&self) -> Option<&SharedCache> {
+        self.shared.as_ref()
     }
 
     /// The version marks this cache records and fills obey.
@@ -412,6 +427,9 @@ impl ItemCache {
     /// older. Takes no key lock, so a slow fill of the same id cannot hold up the feed. Returns
     /// whether anything changed here.
     pub async fn invalidate(&self, id: i64, change: Change) -> bool {
+        if let Some(shared) = &self.shared {
+            shared.heard(id, change);
+        }
         match change {
             Change::Deleted => {
                 let known = self.inner.get(&id).await;
@@ -444,6 +462,9 @@ impl ItemCache {
 
     /// Retires every entry and drops the lease (see `Coherence::flush`), and frees the memory.
     pub fn flush(&self, reason: super::coherence::Flush) {
+        if let Some(shared) = &self.shared {
+            shared.flushed();
+        }
         self.coherence.flush(reason);
         self.inner.invalidate_all();
     }

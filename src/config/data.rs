@@ -174,6 +174,22 @@ pub struct CacheSettings {
     /// At least 10ms. Env: DATA_API_CACHE_LEASE.
     #[arg(long = "cache-lease", env = "DATA_API_CACHE_LEASE", default_value = "1s", value_parser = super::lease)]
     pub lease: Duration,
+
+    /// A Redis shared by the replicas as a second cache level (`redis://host:port/db`): a miss
+    /// here asks it before the database, and fills and writes go through it. Off when unset.
+    /// Needs the cache (`--cache-capacity` above 0). Env: DATA_API_REDIS_URL.
+    #[arg(long, env = "DATA_API_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Longest wait for any one Redis call; past it the read goes to the database (and three in
+    /// a row open the breaker for a second). Env: DATA_API_REDIS_TIMEOUT.
+    #[arg(long, env = "DATA_API_REDIS_TIMEOUT", default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub redis_timeout: Duration,
+
+    /// What every key this service keeps in Redis starts with (several deployments, or tests,
+    /// can share one Redis). Env: DATA_API_REDIS_PREFIX.
+    #[arg(long, env = "DATA_API_REDIS_PREFIX", default_value = "data-api:")]
+    pub redis_prefix: String,
 }
 
 /// How a replica hears of changes committed elsewhere (`--invalidation`).

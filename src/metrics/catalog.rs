@@ -150,6 +150,33 @@ pub const CACHE_LEASE_HELD: MetricDef = def(
     None,
     "1 while the cache may serve hits (always, in single-instance mode); 0 while its heartbeat is overdue.",
 );
+/// Labels: `result` = `hit`, `miss`, `error`, `skipped` (breaker open or an epoch owed).
+pub const CACHE_REDIS_LOOKUPS: MetricDef = def(
+    "cache_redis_lookups_total",
+    Counter,
+    None,
+    "Look-ups in the shared Redis level after a miss here (--redis-url), by result.",
+);
+/// Labels: `operation` = `get`, `put`, `epoch_bump`.
+pub const CACHE_REDIS_DURATION: MetricDef = def(
+    "cache_redis_operation_duration_seconds",
+    Histogram,
+    SECONDS,
+    "Duration of calls to the shared Redis level, by operation (timeouts included).",
+);
+/// Labels: `operation` = `get`, `put`, `epoch_bump`.
+pub const CACHE_REDIS_ERRORS: MetricDef = def(
+    "cache_redis_errors_total",
+    Counter,
+    None,
+    "Calls to the shared Redis level that failed or timed out, by operation.",
+);
+pub const CACHE_REDIS_USABLE: MetricDef = def(
+    "cache_redis_usable",
+    Gauge,
+    None,
+    "1 while this replica reads and fills the shared Redis level; 0 while its breaker is open or it owes Redis an epoch bump.",
+);
 /// Labels: `kind` = `change` (from the row change to its application here), `heartbeat` (this
 /// replica's own heartbeat, sent to received: the channel's delay on one clock).
 pub const CACHE_NOTIFICATION_LAG: MetricDef = def(
@@ -252,7 +279,7 @@ pub const BUILD_INFO: MetricDef = def(
 );
 
 /// Every family the service itself defines (process metrics come from `metrics-process`).
-pub const ALL: [&MetricDef; 32] = [
+pub const ALL: [&MetricDef; 36] = [
     &HTTP_SERVER_REQUEST_DURATION,
     &HTTP_SERVER_ACTIVE_REQUESTS,
     &HTTP_SERVER_OPEN_CONNECTIONS,
@@ -272,6 +299,10 @@ pub const ALL: [&MetricDef; 32] = [
     &CACHE_INVALIDATION_FEED,
     &CACHE_LEASE_HELD,
     &CACHE_NOTIFICATION_LAG,
+    &CACHE_REDIS_LOOKUPS,
+    &CACHE_REDIS_DURATION,
+    &CACHE_REDIS_ERRORS,
+    &CACHE_REDIS_USABLE,
     &DB_OPERATION_DURATION,
     &DB_OPERATION_ERRORS,
     &DB_CONNECTION_COUNT,

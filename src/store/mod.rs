@@ -19,6 +19,7 @@ use crate::cache::{
     items::{Lookup, Slot},
     marks::{self, Mark},
     metrics::CacheMetrics,
+    shared::Lookup as SharedLookup,
 };
 pub use crate::db::DbFailure;
 pub use crate::db::sql::items::{Changes, NewItem, Precondition, WriteOutcome};
@@ -144,6 +145,29 @@ impl Store {
     /// committed); else from the primary.
     async fn load(&self, id: i64, mark: Option<Mark>) -> Result<Slot, DbErr> {
         let i = &self.inner;
+        // The fleet's second level first, while this replica knows what it may have missed (its
+        // lease); its answer held to the mark as a standby's is (see `cache::shared`).
+        let shared = i.cache.as_ref().filter(|c| c.coherence().now().serving());
+        let mut fill_epoch = None;
+        if let Some(shared) = shared.and_then(|c| c.shared()) {
+            match shared.get(id).await {
+                SharedLookup::Hit(slot) if mark.is_none_or(|m| m.admits(slot_version(&slot))) => {
+                    return Ok(slot);
+                }
+                SharedLookup::Hit(_) | SharedLookup::Unavailable => {}
+                SharedLookup::Miss { epoch } => fill_epoch = Some((shared, epoch)),
+            }
+        }
+        let slot = self.load_from_database(id, mark).await?;
+        if let Some((shared, epoch)) = fill_epoch {
+            shared.fill(id, &slot, epoch);
+        }
+        Ok(slot)
+    }
+
+    /// `load`'s database part.
+    async fn load_from_database(&self, id: i64, mark: Option<Mark>) -> Result<Slot, DbErr> {
+        let i = &self.inner;
         let load = async {
             let marks_dropped = i.cache.as_ref().map_or(0, |c| c.marks().dropped_before());
             if let Some(s) = i
@@ -186,6 +210,9 @@ impl Store {
             let cached = CachedItem::from_model(&model);
             if let Some(cache) = &i.cache {
                 cache.publish(model.id, cached.clone(), epoch).await;
+                if let Some(shared) = cache.shared() {
+                    shared.written(&cached).await;
+                }
             }
             Ok(cached)
         })
@@ -216,6 +243,9 @@ impl Store {
                     let cached = CachedItem::from_model(&model);
                     if let Some(cache) = &i.cache {
                         cache.publish(model.id, cached.clone(), epoch).await;
+                        if let Some(shared) = cache.shared() {
+                            shared.written(&cached).await;
+                        }
                     }
                     Ok(cached)
                 }
@@ -249,6 +279,9 @@ impl Store {
                     let cached = CachedItem::from_model(&model);
                     if let Some(cache) = &i.cache {
                         cache.publish(id, cached.clone(), epoch).await;
+                        if let Some(shared) = cache.shared() {
+                            shared.written(&cached).await;
+                        }
                     }
                     WriteOutcome::Done(cached)
                 }
@@ -267,6 +300,9 @@ impl Store {
             let outcome = i.item_writes.delete(id, pre).await?;
             if let (WriteOutcome::Done(()), Some(cache)) = (&outcome, &i.cache) {
                 cache.tombstone(id).await;
+                if let Some(shared) = cache.shared() {
+                    shared.deleted(id).await;
+                }
             }
             Ok(outcome)
         })
@@ -295,6 +331,14 @@ impl Store {
 
 /// Slack on top of the pool wait and the statement timeout before a fill counts as stuck.
 const FILL_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The version a slot answers (`None`: no row), to hold it to a mark.
+fn slot_version(slot: &Slot) -> Option<i64> {
+    match slot {
+        Slot::Found(item) => Some(item.version),
+        Slot::Missing | Slot::Deleted => None,
+    }
+}
 
 /// What the cache keeps for a row read from the database.
 fn slot_of(model: Option<Model>) -> Slot {

@@ -8,7 +8,12 @@ use std::sync::{Arc, Mutex};
 use sea_orm::DbBackend;
 
 use super::{FILL_MARGIN, Inner, Store};
-use crate::cache::{Coherence, ItemCache, items::Bound, metrics::CacheMetrics};
+use crate::cache::{
+    Coherence, ItemCache,
+    items::Bound,
+    metrics::CacheMetrics,
+    shared::{self, SharedCache},
+};
 use crate::config::{CacheSettings, DbSettings};
 use crate::db::{self, batch::ReadBatcher, pool::Pool, write_batch::WriteBatcher};
 use crate::metrics::{Metrics, catalog::CACHE_INVALIDATION_FEED};
@@ -53,9 +58,28 @@ impl Store {
             bytes: c.max_bytes,
         };
         let cache_metrics = CacheMetrics::new(metrics, bound);
+        let shared = match &c.redis_url {
+            Some(url) if c.capacity > 0 => {
+                shared::register(metrics);
+                let shared =
+                    SharedCache::new(url, &c.redis_prefix, c.redis_timeout, c.ttl, metrics)
+                        .map_err(anyhow::Error::msg)?;
+                tracing::info!("cache: a second level in Redis, shared by the replicas");
+                Some(shared)
+            }
+            Some(_) => {
+                tracing::warn!("--redis-url is ignored: the cache is off (--cache-capacity 0)");
+                None
+            }
+            None => None,
+        };
         let cache = (c.capacity > 0).then(|| {
             let m = cache_metrics.clone();
-            ItemCache::new(bound, c.ttl, c.negative_ttl, m, coherence.clone())
+            let cache = ItemCache::new(bound, c.ttl, c.negative_ttl, m, coherence.clone());
+            match shared {
+                Some(shared) => cache.with_shared(shared),
+                None => cache,
+            }
         });
         let listening = sharing == Sharing::Replicated && cache.is_some();
         let standbys =
@@ -86,6 +110,9 @@ impl Store {
             let feeding = replication::run(feed, url, cache, metrics, standbys);
             tasks.push(tokio::spawn(feeding));
             wait_for_lease(&coherence).await;
+        }
+        if let Some(shared) = cache.as_ref().and_then(|c| c.shared().cloned()) {
+            tasks.push(tokio::spawn(keep_alive(shared, coherence.clone(), c.lease)));
         }
         let system = match db.backend() {
             DbBackend::Postgres => "postgresql",
@@ -164,4 +191,17 @@ async fn wait_for_lease(coherence: &Coherence) {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     tracing::info!("cache coherent across replicas (lease held)");
+}
+
+/// While this replica holds its lease, says so to the fleet's Redis (see `cache::shared`),
+/// every half lease, for two leases.
+async fn keep_alive(shared: SharedCache, coherence: Arc<Coherence>, lease: std::time::Duration) {
+    let mut tick = tokio::time::interval(lease / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if coherence.now().serving() {
+            shared.alive(lease * 2).await;
+        }
+    }
 }

@@ -481,3 +481,16 @@ pub async fn notify_trigger_state(url: &str) -> String {
     let _ = db.close().await;
     row.try_get("", "state").expect("state")
 }
+
+/// `GET path` until its body satisfies `ok` (a 404 reads as null).
+pub async fn eventually_body(app: &TestApp, path: &str, ok: impl Fn(&Value) -> bool) {
+    testkit::eventually(path, || async {
+        let resp = app.get(path).await;
+        let body = match resp.status().as_u16() {
+            404 => Value::Null,
+            _ => resp.json().await.unwrap_or(Value::Null),
+        };
+        if ok(&body) { Ok(()) } else { Err(body) }
+    })
+    .await;
+}

@@ -23,6 +23,7 @@ mod metrics;
 mod openapi;
 mod overload;
 mod production;
+mod redis;
 mod replicas;
 mod shutdown;
 mod slow_clients;

@@ -12,7 +12,7 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
 use testkit::cluster::Cluster;
 
-use crate::helpers::{TestApp, metric, notify_trigger_state, skip};
+use crate::helpers::{TestApp, eventually_body, metric, notify_trigger_state, skip};
 use data_api::config::Invalidation;
 
 const STREAM: &str = "feed=\"stream\"";
@@ -54,19 +54,6 @@ async fn psql(url: &str, sql: &str) {
     db.close().await.expect("closed");
 }
 
-/// `GET path` until its body satisfies `ok` (a 404 reads as null).
-async fn until(app: &TestApp, path: &str, ok: impl Fn(&Value) -> bool) {
-    testkit::eventually(path, || async {
-        let resp = app.get(path).await;
-        let body = match resp.status().as_u16() {
-            404 => Value::Null,
-            _ => resp.json().await.unwrap_or(Value::Null),
-        };
-        if ok(&body) { Ok(()) } else { Err(body) }
-    })
-    .await;
-}
-
 /// Creates an item, caches it, renames it from psql and waits until the app answers the new
 /// name (entries never expire here: only the feed can change them); the item and its path.
 async fn psql_write_reaches_the_cache(app: &TestApp, url: &str) -> (Value, String) {
@@ -79,7 +66,7 @@ async fn psql_write_reaches_the_cache(app: &TestApp, url: &str) -> (Value, Strin
         &format!("UPDATE data_items SET name = 'psql' WHERE id = {id}"),
     )
     .await;
-    until(app, &path, |b| b["name"] == "psql").await;
+    eventually_body(app, &path, |b| b["name"] == "psql").await;
     (item, path)
 }
 
@@ -113,7 +100,7 @@ async fn the_commit_log_feed_hears_every_change() {
     }
     psql(&url, "UPDATE data_items SET name = 'all of them'").await;
     for p in &cached {
-        until(&app, p, |b| b["name"] == "all of them").await;
+        eventually_body(&app, p, |b| b["name"] == "all of them").await;
     }
 
     // A delete from psql.
@@ -122,7 +109,7 @@ async fn the_commit_log_feed_hears_every_change() {
         &format!("DELETE FROM data_items WHERE id = {}", item["id"]),
     )
     .await;
-    until(&app, &path, |b| b.is_null()).await;
+    eventually_body(&app, &path, |b| b.is_null()).await;
 
     // The walsender terminated: a gap, flushed; a new session streams again.
     let flushes = metric(&app.scrape().await, "cache_flushes_total", &[]);
@@ -149,7 +136,7 @@ async fn the_commit_log_feed_hears_every_change() {
         ),
     )
     .await;
-    until(&app, &other_path, |b| b["name"] == "heard").await;
+    eventually_body(&app, &other_path, |b| b["name"] == "heard").await;
 
     // Only the stream runs: the migrations left the notifying trigger disabled.
     assert_eq!(notify_trigger_state(&url).await, "D");
@@ -175,7 +162,7 @@ async fn the_commit_log_feed_hears_every_change() {
         .send_json(Method::PUT, &other_path, &json!({"name": "quiet"}))
         .await;
     assert_eq!(resp.status(), 200);
-    until(&app, &other_path, |b| b["name"] == "quiet").await;
+    eventually_body(&app, &other_path, |b| b["name"] == "quiet").await;
     trigger.stop_shared().await;
     app.stop_shared().await;
 }
