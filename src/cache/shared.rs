@@ -54,21 +54,23 @@ pub const BREAKER_PAUSE: Duration = Duration::from_secs(1);
 const GET: &str =
     r"return {redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[2]) or false}";
 
-/// Stores `ARGV[3]` (kind) at version `ARGV[2]` with body `ARGV[4]` for `ARGV[5]` ms, if the
-/// fleet's epoch is still `ARGV[1]` and versions only move forward (rule 1). 1: stored.
+/// Stores `ARGV[3]` (kind) of item `ARGV[6]` at version `ARGV[2]` with body `ARGV[4]` for
+/// `ARGV[5]` ms, if the fleet's epoch is still `ARGV[1]` and versions only move forward (rule
+/// 1). 1: stored. An entry reads `epoch:id:version:kind:body`: the id is checked on the way out,
+/// so an answer can never be taken for another item's.
 const PUT: &str = r"
 local e = redis.call('GET', KEYS[1]) or '0'
 if e ~= ARGV[1] then return 0 end
 local cur = redis.call('GET', KEYS[2])
 if cur then
-  local ce, cv, ck = string.match(cur, '^(%d+):(%-?%d+):(%a):')
+  local ce, cv, ck = string.match(cur, '^(%d+):%-?%d+:(%-?%d+):(%a):')
   if ce == e then
     if ck == 'D' then return 0 end
     local v, old = tonumber(ARGV[2]), tonumber(cv)
     if ARGV[3] ~= 'D' and (old > v or (old == v and ck == 'F')) then return 0 end
   end
 end
-redis.call('SET', KEYS[2], e .. ':' .. ARGV[2] .. ':' .. ARGV[3] .. ':' .. ARGV[4], 'PX', ARGV[5])
+redis.call('SET', KEYS[2], e .. ':' .. ARGV[6] .. ':' .. ARGV[2] .. ':' .. ARGV[3] .. ':' .. ARGV[4], 'PX', ARGV[5])
 return 1";
 
 /// What an entry holds.
@@ -369,7 +371,8 @@ impl SharedCache {
             .arg(version)
             .arg(kind.code())
             .arg(body)
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .arg(id);
         let stored: Option<i64> = self.call(Op::Put, call.invoke_async(&mut conn)).await;
         stored.is_some()
     }
@@ -475,12 +478,13 @@ impl SharedCache {
 /// The slot an entry `raw` of item `id` answers, if it is of `epoch` and answers anything.
 fn decode(id: i64, epoch: u64, raw: Vec<u8>) -> Option<Slot> {
     let raw = Bytes::from(raw);
-    let mut parts = raw.splitn(4, |b| *b == b':');
+    let mut parts = raw.splitn(5, |b| *b == b':');
     let stored_epoch: u64 = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let stored_id: i64 = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
     let version: i64 = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
     let kind = parts.next()?;
     let header = raw.len() - parts.next()?.len();
-    if stored_epoch != epoch {
+    if stored_epoch != epoch || stored_id != id {
         return None;
     }
     match kind {
@@ -501,16 +505,20 @@ mod tests {
 
     #[test]
     fn decodes_entries_of_the_current_epoch_only() {
-        let found = decode(7, 3, b"3:5:F:{\"id\":7}".to_vec());
+        let found = decode(7, 3, b"3:7:5:F:{\"id\":7}".to_vec());
         assert!(
             matches!(found, Some(Slot::Found(ref i)) if i.version == 5 && &i.body[..] == b"{\"id\":7}")
         );
-        assert!(decode(7, 4, b"3:5:F:{}".to_vec()).is_none());
+        assert!(decode(7, 4, b"3:7:5:F:{}".to_vec()).is_none());
         assert!(matches!(
-            decode(7, 3, b"3:0:D:".to_vec()),
+            decode(7, 3, b"3:7:0:D:".to_vec()),
             Some(Slot::Deleted)
         ));
-        assert!(decode(7, 3, b"3:9:L:".to_vec()).is_none());
+        assert!(decode(7, 3, b"3:7:9:L:".to_vec()).is_none());
         assert!(decode(7, 3, b"garbage".to_vec()).is_none());
+        assert!(
+            decode(8, 3, b"3:7:5:F:{}".to_vec()).is_none(),
+            "another item's entry"
+        );
     }
 }

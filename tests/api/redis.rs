@@ -5,12 +5,18 @@
 //! a Redis that does not answer fails no request. Needs Redis (`TEST_REDIS_URL`, default
 //! `redis://127.0.0.1:6379/`); skipped without it.
 
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
 use redis::AsyncCommands;
 use reqwest::Method;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, eventually_body, metric, skip};
+use testkit::proxy::pausing_proxy;
 
 const ITEMS: usize = 60;
 const SELECTS: &str = "db_operation_name=\"select\"";
@@ -142,7 +148,7 @@ async fn one_database_read_per_item_for_the_fleet_and_never_an_older_version() {
         .next()
         .unwrap_or("0")
         .to_owned();
-    let planted = format!("{epoch}:1:F:{{\"id\":{x},\"name\":\"planted\",\"version\":1}}");
+    let planted = format!("{epoch}:{x}:1:F:{{\"id\":{x},\"name\":\"planted\",\"version\":1}}");
     let _: () = conn.set(&key, planted).await.expect("planted");
     let resp = b
         .send_json(Method::PUT, x_path, &json!({"name": "third"}))
@@ -232,4 +238,183 @@ async fn silent() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
         }
     });
     (addr, task)
+}
+
+/// A throwaway `redis-server` on a free port (never the shared one: this one is stopped,
+/// flushed and restarted), or `None` (skipped) where `redis-server` is not installed.
+struct Throwaway {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Throwaway {
+    fn start(port: Option<u16>) -> Option<Self> {
+        let Some(bin) = testkit::tools::which("redis-server", &[]) else {
+            skip("redis-server is not installed (Debian package `redis-server`)");
+            return None;
+        };
+        let port = port.unwrap_or_else(|| testkit::tools::free_port().expect("a free port"));
+        let child = std::process::Command::new(bin)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        Some(Self { port, child })
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(self.url()).expect("url");
+        testkit::eventually("throwaway redis answers", || async {
+            client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: sends a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+    }
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every item in `ids`, read through a replica started cold on Redis at `url`, has the version
+/// the database has: nothing older came out of Redis.
+async fn fresh_through_redis(db_url: &str, url: &str, ids: &[i64], phase: &str) {
+    let cold = replica(db_url, url, "faults:").await;
+    let db = Database::connect(db_url).await.expect("db");
+    for id in ids {
+        let answer = cold.get(&format!("/data/{id}")).await;
+        let status = answer.status().as_u16();
+        let answered = if status == 200 {
+            answer.json::<Value>().await.expect("json")["version"].as_i64()
+        } else {
+            None
+        };
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                format!("SELECT version FROM data_items WHERE id = {id}"),
+            ))
+            .await
+            .expect("select");
+        let stored: Option<i64> = row.map(|r| r.try_get("", "version").expect("version"));
+        assert_eq!(answered, stored, "{phase}: item {id} (status {status})");
+    }
+    let _ = db.close().await;
+    cold.stop_shared().await;
+}
+
+/// Writes every item of `ids` through `apps` in turn; each write answers 200.
+async fn write_all(apps: &[&TestApp], ids: &[i64], name: &str) {
+    for (k, id) in ids.iter().enumerate() {
+        let app = apps[k % apps.len()];
+        let resp = app
+            .send_json(Method::PUT, &format!("/data/{id}"), &json!({"name": name}))
+            .await;
+        assert_eq!(resp.status(), 200, "{name}: item {id}");
+    }
+}
+
+/// The fault phases of the issue, each followed by a cold replica's reads through Redis that
+/// must match the database: a replica cut off from Redis while the others write; Redis stopped
+/// (SIGSTOP) past the timeout; `FLUSHALL` between writes; Redis restarted empty. Requests never
+/// fail because of Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_faults_never_serve_an_older_version() {
+    let Some(server) = Throwaway::start(None) else {
+        return;
+    };
+    let mut admin = server.conn().await;
+    let flowing = Arc::new(AtomicBool::new(true));
+    let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], server.port));
+    let proxied = format!(
+        "redis://{}/",
+        pausing_proxy(upstream, flowing.clone()).await
+    );
+    let url = server.url();
+    let Some(a) = TestApp::postgres(with_redis(&proxied, "faults:")).await else {
+        return;
+    };
+    a.wait_for_metric("cache_lease_held", &[], |v| v == 1.0)
+        .await;
+    let db_url = a.settings.db.url.clone();
+    let b = replica(&db_url, &url, "faults:").await;
+    let ids = a.create_many(30, "faults").await;
+    for id in &ids {
+        body(&b, &format!("/data/{id}")).await;
+    }
+    fresh_through_redis(&db_url, &url, &ids, "warm").await;
+
+    // A cut off from Redis while both write: A's write-throughs time out; B floors them.
+    flowing.store(false, Ordering::Relaxed);
+    write_all(&[&a, &b], &ids, "cut off").await;
+    a.wait_for_metric("cache_redis_usable", &[], |v| v == 0.0)
+        .await;
+    fresh_through_redis(&db_url, &url, &ids, "A cut off").await;
+    flowing.store(true, Ordering::Relaxed);
+    // A pays its debt (an epoch bump) before it uses Redis again.
+    testkit::eventually("A uses Redis again", || async {
+        let resp = a.get(&format!("/data/{}", ids[0])).await;
+        let text = a.scrape().await;
+        match (
+            resp.status().as_u16(),
+            metric(&text, "cache_redis_usable", &[]),
+        ) {
+            (200, 1.0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // Redis stopped past the timeout: every request still answers.
+    server.signal(libc::SIGSTOP);
+    write_all(&[&a, &b], &ids, "stopped").await;
+    for id in &ids {
+        body(&a, &format!("/data/{id}")).await;
+    }
+    server.signal(libc::SIGCONT);
+    fresh_through_redis(&db_url, &url, &ids, "after SIGSTOP").await;
+
+    // FLUSHALL between writes: the epoch key goes too; nothing older comes back.
+    write_all(&[&a, &b], &ids[..10], "before flush").await;
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut admin)
+        .await
+        .expect("flushall");
+    write_all(&[&b, &a], &ids, "after flush").await;
+    fresh_through_redis(&db_url, &url, &ids, "after FLUSHALL").await;
+
+    // Restarted empty, on the same port, with writes while it was down.
+    let port = server.port;
+    drop(server);
+    write_all(&[&a, &b], &ids, "while down").await;
+    let server = Throwaway::start(Some(port)).expect("restarts");
+    let _ = server.conn().await;
+    write_all(&[&b, &a], &ids[..10], "after restart").await;
+    fresh_through_redis(&db_url, &url, &ids, "after restart").await;
+
+    b.stop_shared().await;
+    a.stop().await;
 }
