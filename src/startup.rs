@@ -63,6 +63,7 @@ impl App {
             dashboard::OptionalRows {
                 replicas: store.sharing() == store::Sharing::Replicated,
                 standbys: store.has_standbys(),
+                redis: store.has_redis(),
             },
         ));
         let (acceptor, addr) = bind(settings.server.bind).await?;

@@ -81,6 +81,8 @@ pub struct OptionalRows {
     pub replicas: bool,
     /// Reads may go to standbys (`--database-read-url`).
     pub standbys: bool,
+    /// The cache has a second level in Redis (`--redis-url`).
+    pub redis: bool,
 }
 
 /// What the page asks for: points newer than `since` (unix ms), over the last `range`.
@@ -247,6 +249,7 @@ impl Dashboard {
             .filter(|p| match p.row {
                 Row::Replicas => self.rows.replicas,
                 Row::Standbys => self.rows.standbys,
+                Row::Redis => self.rows.redis,
                 _ => true,
             })
             .map(|p| panel(p, &h, ring, &points, rate_window.as_secs_f64()))

@@ -286,6 +286,9 @@ pub enum Row {
     /// Shown only with `--database-read-url`.
     #[serde(rename = "Standbys: reads off the primary")]
     Standbys,
+    /// Shown only with `--redis-url`.
+    #[serde(rename = "Redis: the replicas' shared second level")]
+    Redis,
 }
 
 /// One chart.
@@ -609,6 +612,45 @@ pub const PANELS: &[Panel] = &[
         series: &[line(
             "{}",
             Expr::Rate(select(c::DB_REPLICA_FALLBACKS.name).by(&["reason"])),
+        )],
+    },
+    Panel {
+        row: Row::Redis,
+        title: "Misses here, answered by Redis or not",
+        unit: Unit::PerSecond,
+        series: &[line(
+            "{}",
+            Expr::Rate(select(c::CACHE_REDIS_LOOKUPS.name).by(&["result"])),
+        )],
+    },
+    Panel {
+        row: Row::Redis,
+        title: "Redis p99 latency",
+        unit: Unit::Seconds,
+        series: &[line(
+            "{}",
+            Expr::Quantile(
+                0.99,
+                select(c::CACHE_REDIS_DURATION.name).by(&["operation"]),
+            ),
+        )],
+    },
+    Panel {
+        row: Row::Redis,
+        title: "Redis errors and timeouts",
+        unit: Unit::PerSecond,
+        series: &[line(
+            "{}",
+            Expr::Rate(select(c::CACHE_REDIS_ERRORS.name).by(&["operation"])),
+        )],
+    },
+    Panel {
+        row: Row::Redis,
+        title: "Redis in use (0: breaker open or an epoch owed)",
+        unit: Unit::Count,
+        series: &[line(
+            "in use",
+            Expr::Latest(select(c::CACHE_REDIS_USABLE.name)),
         )],
     },
 ];

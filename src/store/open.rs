@@ -165,6 +165,14 @@ impl Store {
         self.inner.standbys.is_some()
     }
 
+    /// Whether the cache has a second level in Redis.
+    pub fn has_redis(&self) -> bool {
+        self.inner
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.shared().is_some())
+    }
+
     /// Stops the background tasks and closes every connection.
     pub async fn close(&self) {
         let i = &self.inner;

@@ -91,6 +91,16 @@ async fn one_database_read_per_item_for_the_fleet_and_never_an_older_version() {
             "{family} declared"
         );
     }
+    let page = a
+        .get("/dashboard/data")
+        .await
+        .text()
+        .await
+        .expect("dashboard data");
+    assert!(
+        page.contains("Redis: the replicas' shared second level"),
+        "the Redis row"
+    );
     let db_url = a.settings.db.url.clone();
     a.wait_for_metric("cache_lease_held", &[], |v| v == 1.0)
         .await;
