@@ -53,10 +53,10 @@ def metric_sum(port, name, label=None):
 
 
 class Replica:
-    def __init__(self, url, redis_prefix):
+    def __init__(self, url, redis_prefix, capacity=10000):
         self.port = free_port()
         args = [BIN, "--database-url", url, "--bind", f"127.0.0.1:{self.port}",
-                "--access-log", "false", "--cache-capacity", "10000",
+                "--access-log", "false", "--cache-capacity", str(capacity),
                 "--db-max-connections", "6", "--db-min-connections", "1"]
         if redis_prefix:
             args += ["--redis-url", REDIS, "--redis-prefix", redis_prefix]
@@ -125,10 +125,15 @@ def run(n, redis_on, args, tag):
             r.stop()
         psql(f"drop database if exists {db} with (force)")
         if prefix:
-            keys = subprocess.run(["redis-cli", "--scan", "--pattern", f"{prefix}*"],
-                                  capture_output=True, text=True).stdout.split()
-            for i in range(0, len(keys), 500):
-                subprocess.run(["redis-cli", "del", *keys[i:i + 500]], capture_output=True)
+            delete_keys(prefix)
+
+
+def delete_keys(prefix):
+    """Deletes this run's keys from the shared Redis."""
+    keys = subprocess.run(["redis-cli", "--scan", "--pattern", f"{prefix}*"],
+                          capture_output=True, text=True).stdout.split()
+    for i in range(0, len(keys), 500):
+        subprocess.run(["redis-cli", "del", *keys[i:i + 500]], capture_output=True)
 
 
 def main():

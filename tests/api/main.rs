@@ -25,6 +25,7 @@ mod overload;
 mod production;
 mod redis;
 mod replicas;
+mod replicas_redis;
 mod shutdown;
 mod slow_clients;
 mod standby_fills;

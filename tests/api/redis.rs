@@ -252,13 +252,13 @@ async fn silent() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
 
 /// A throwaway `redis-server` on a free port (never the shared one: this one is stopped,
 /// flushed and restarted), or `None` (skipped) where `redis-server` is not installed.
-struct Throwaway {
-    port: u16,
+pub(crate) struct Throwaway {
+    pub(crate) port: u16,
     child: std::process::Child,
 }
 
 impl Throwaway {
-    fn start(port: Option<u16>) -> Option<Self> {
+    pub(crate) fn start(port: Option<u16>) -> Option<Self> {
         let Some(bin) = testkit::tools::which("redis-server", &[]) else {
             skip("redis-server is not installed (Debian package `redis-server`)");
             return None;
@@ -280,11 +280,11 @@ impl Throwaway {
         Some(Self { port, child })
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    async fn conn(&self) -> redis::aio::MultiplexedConnection {
+    pub(crate) async fn conn(&self) -> redis::aio::MultiplexedConnection {
         let client = redis::Client::open(self.url()).expect("url");
         testkit::eventually("throwaway redis answers", || async {
             client
@@ -295,7 +295,7 @@ impl Throwaway {
         .await
     }
 
-    fn signal(&self, sig: libc::c_int) {
+    pub(crate) fn signal(&self, sig: libc::c_int) {
         // SAFETY: sends a signal to our own child process.
         unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
     }
