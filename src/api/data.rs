@@ -340,16 +340,21 @@ impl DataApi {
         id: i64,
         if_none_match: Option<&str>,
     ) -> Result<ItemRead, AppError> {
-        Ok(match self.store.get(id).await? {
-            None => ItemRead::NotFound(id),
-            // Only a conditional read looks at the ETag's text.
-            Some(item)
-                if if_none_match.is_some_and(|h| conditional::none_match(h, item.etag_str())) =>
-            {
-                ItemRead::NotModified(item)
-            }
-            Some(item) => ItemRead::Found(item),
-        })
+        Ok(answer_read(id, self.store.get(id).await?, if_none_match))
+    }
+
+    /// `read_item` for an edge cache's miss: the item as the primary holds it now, whatever
+    /// this replica's cache holds (see `cache::edge`, rule 5).
+    pub async fn read_item_fresh(
+        &self,
+        id: i64,
+        if_none_match: Option<&str>,
+    ) -> Result<ItemRead, AppError> {
+        Ok(answer_read(
+            id,
+            self.store.get_fresh(id).await?,
+            if_none_match,
+        ))
     }
 
     /// `read` as the operation declares it in the OpenAPI document.
@@ -388,6 +393,20 @@ impl DataApi {
             ItemRead::NotModified(item) => head(StatusCode::NOT_MODIFIED, &item).finish(),
             read @ ItemRead::NotFound(_) => self.get_response(read).into_response(),
         }
+    }
+}
+
+/// What a read of item `id` that found `found` answers.
+fn answer_read(id: i64, found: Option<Arc<CachedItem>>, if_none_match: Option<&str>) -> ItemRead {
+    match found {
+        None => ItemRead::NotFound(id),
+        // Only a conditional read looks at the ETag's text.
+        Some(item)
+            if if_none_match.is_some_and(|h| conditional::none_match(h, item.etag_str())) =>
+        {
+            ItemRead::NotModified(item)
+        }
+        Some(item) => ItemRead::Found(item),
     }
 }
 

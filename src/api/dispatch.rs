@@ -2,6 +2,7 @@
 //! router, and `GET /data/{id}` with a plain id answered without poem-openapi's layers.
 
 use super::data::DataApi;
+use super::edge::{Depends, decorate};
 use crate::route::ApiRoute;
 
 /// The OpenAPI operations called directly and every other route through the router, so a request
@@ -26,13 +27,33 @@ impl<A: poem::Endpoint, R: poem::Endpoint> poem::Endpoint for Dispatch<A, R> {
     async fn call(&self, req: poem::Request) -> poem::Result<poem::Response> {
         match ApiRoute::of(req.uri().path()) {
             ApiRoute::Item if req.method() == poem::http::Method::GET => {
+                let edge = self.items.store.edge();
                 if let Some((id, if_none_match)) = plain_get(&req) {
-                    return match self.items.read_item(id, if_none_match).await {
-                        Ok(read) => Ok(self.items.read_response(read)),
-                        Err(e) => Err(e.into()),
+                    let read = match edge {
+                        Some(_) if req.headers().contains_key(CDN_LOOP) => {
+                            self.items.read_item_fresh(id, if_none_match).await
+                        }
+                        _ => self.items.read_item(id, if_none_match).await,
                     };
+                    let mut resp = self.items.read_response(read?);
+                    if let Some(edge) = edge {
+                        decorate(&mut resp, edge, Depends::Item(id));
+                    }
+                    return Ok(resp);
                 }
-                cold(self.api.call(req)).await
+                let id = path_id(req.uri().path());
+                let mut resp = cold(self.api.call(req)).await?;
+                if let (Some(edge), Some(id)) = (edge, id) {
+                    decorate(&mut resp, edge, Depends::Item(id));
+                }
+                Ok(resp)
+            }
+            ApiRoute::Collection if req.method() == poem::http::Method::GET => {
+                let mut resp = cold(self.api.call(req)).await?;
+                if let Some(edge) = self.items.store.edge() {
+                    decorate(&mut resp, edge, Depends::List);
+                }
+                Ok(resp)
             }
             route if route.is_operation() => cold(self.api.call(req)).await,
             _ => cold(self.rest.call(req)).await,
@@ -49,6 +70,14 @@ fn cold<R: poem::IntoResponse>(
 ) -> impl Future<Output = poem::Result<poem::Response>> {
     let call = Box::pin(call);
     async move { call.await.map(poem::IntoResponse::into_response) }
+}
+
+/// The header a CDN adds to what it forwards (RFC 8586): the request is an edge cache's miss.
+const CDN_LOOP: &str = "cdn-loop";
+
+/// The item id in a `/data/{id}` path, if it is one.
+fn path_id(path: &str) -> Option<i64> {
+    path.strip_prefix("/data/")?.parse().ok()
 }
 
 /// The id and `If-None-Match` of a `GET /data/{id}` whose parameters need nothing but this: an id

@@ -36,6 +36,7 @@ pub(crate) mod conditional;
 pub(crate) mod dashboard;
 pub(crate) mod data;
 pub(crate) mod dispatch;
+pub(crate) mod edge;
 pub(crate) mod error;
 pub(crate) mod health;
 pub mod middleware;

@@ -39,6 +39,7 @@ use moka::{
 
 use super::{
     coherence::Coherence,
+    edge::EdgePurger,
     marks::{Mark, Marks},
     metrics::CacheMetrics,
     shared::SharedCache,
@@ -214,6 +215,8 @@ pub struct ItemCache {
     marks: Arc<Marks>,
     /// The fleet's second level, if any: it hears every change and gap this cache hears.
     shared: Option<SharedCache>,
+    /// The edge cache's purger (`--edge-max-age`), told of every change and gap.
+    edge: Option<EdgePurger>,
 }
 
 impl ItemCache {
@@ -255,7 +258,19 @@ impl ItemCache {
             coherence,
             marks: Arc::new(Marks::default()),
             shared: None,
+            edge: None,
         }
+    }
+
+    /// This cache telling `edge` of every change and gap.
+    pub fn with_edge(mut self, edge: EdgePurger) -> Self {
+        self.edge = Some(edge);
+        self
+    }
+
+    /// The edge cache's purger, if there is an edge.
+    pub fn edge(&self) -> Option<&EdgePurger> {
+        self.edge.as_ref()
     }
 
     /// This cache with `shared` as its second level.
@@ -430,6 +445,9 @@ impl ItemCache {
         if let Some(shared) = &self.shared {
             shared.heard(id, change);
         }
+        if let Some(edge) = &self.edge {
+            edge.heard(id);
+        }
         match change {
             Change::Deleted => {
                 let known = self.inner.get(&id).await;
@@ -464,6 +482,9 @@ impl ItemCache {
     pub fn flush(&self, reason: super::coherence::Flush) {
         if let Some(shared) = &self.shared {
             shared.flushed();
+        }
+        if let Some(edge) = &self.edge {
+            edge.flushed();
         }
         self.coherence.flush(reason);
         self.inner.invalidate_all();

@@ -190,6 +190,9 @@ pub struct CacheSettings {
     /// can share one Redis). Env: DATA_API_REDIS_PREFIX.
     #[arg(long, env = "DATA_API_REDIS_PREFIX", default_value = "data-api:")]
     pub redis_prefix: String,
+
+    #[command(flatten)]
+    pub edge: super::edge::EdgeSettings,
 }
 
 /// How a replica hears of changes committed elsewhere (`--invalidation`).

@@ -5,12 +5,14 @@
 //! `OTEL_*`. Settings are passed down explicitly; nothing reads them from globals.
 
 mod data;
+mod edge;
 mod server;
 mod telemetry;
 
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 pub use data::{CacheSettings, DbSettings, Invalidation};
+pub use edge::{EdgeSettings, PurgeApi};
 pub use server::{AuthSettings, HttpSettings, LimitSettings, ServerSettings};
 pub use telemetry::{LogFormat, LogSettings, MetricsSettings, TraceSettings};
 

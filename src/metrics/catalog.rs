@@ -177,6 +177,38 @@ pub const CACHE_REDIS_USABLE: MetricDef = def(
     None,
     "1 while this replica reads and fills the shared Redis level; 0 while its breaker is open or it owes Redis an epoch bump.",
 );
+/// Labels: `result` = `ok`, `failed` (refused, unreachable or timed out).
+pub const EDGE_PURGES: MetricDef = def(
+    "edge_purges_total",
+    Counter,
+    None,
+    "Purge calls to the edge cache (--edge-purge-url), each a batch of surrogate keys, by result.",
+);
+pub const EDGE_PURGED_KEYS: MetricDef = def(
+    "edge_purged_keys_total",
+    Counter,
+    None,
+    "Surrogate keys the edge cache accepted purges for.",
+);
+pub const EDGE_PURGE_DURATION: MetricDef = def(
+    "edge_purge_duration_seconds",
+    Histogram,
+    SECONDS,
+    "Duration of purge calls to the edge cache (timeouts included).",
+);
+/// Labels: `result` = `purged`, `gave_up` (acknowledged after --edge-purge-timeout without it).
+pub const EDGE_PURGE_WAITS: MetricDef = def(
+    "edge_purge_waits_total",
+    Counter,
+    None,
+    "Writes that waited for their purge before the acknowledgement, by result.",
+);
+pub const EDGE_CACHEABLE: MetricDef = def(
+    "edge_cacheable",
+    Gauge,
+    None,
+    "1 while answers tell the edge cache it may keep them (--edge-max-age); 0 while purges fail or the feed's lease is lost.",
+);
 /// Labels: `kind` = `change` (from the row change to its application here), `heartbeat` (this
 /// replica's own heartbeat, sent to received: the channel's delay on one clock).
 pub const CACHE_NOTIFICATION_LAG: MetricDef = def(
@@ -279,7 +311,7 @@ pub const BUILD_INFO: MetricDef = def(
 );
 
 /// Every family the service itself defines (process metrics come from `metrics-process`).
-pub const ALL: [&MetricDef; 36] = [
+pub const ALL: [&MetricDef; 41] = [
     &HTTP_SERVER_REQUEST_DURATION,
     &HTTP_SERVER_ACTIVE_REQUESTS,
     &HTTP_SERVER_OPEN_CONNECTIONS,
@@ -303,6 +335,11 @@ pub const ALL: [&MetricDef; 36] = [
     &CACHE_REDIS_DURATION,
     &CACHE_REDIS_ERRORS,
     &CACHE_REDIS_USABLE,
+    &EDGE_PURGES,
+    &EDGE_PURGED_KEYS,
+    &EDGE_PURGE_DURATION,
+    &EDGE_PURGE_WAITS,
+    &EDGE_CACHEABLE,
     &DB_OPERATION_DURATION,
     &DB_OPERATION_ERRORS,
     &DB_CONNECTION_COUNT,

@@ -16,6 +16,7 @@ use tracing::{Instrument, field::Empty};
 
 use crate::cache::{
     CachedItem, ItemCache,
+    edge::EdgePurger,
     items::{Lookup, Slot},
     marks::{self, Mark},
     metrics::CacheMetrics,
@@ -61,6 +62,21 @@ struct Inner {
     sharing: Sharing,
     /// What runs beside the requests (listener, lag watch, checkpoints), until `close`.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Inner {
+    /// After this replica committed item `id` (as `cached`): the cache, Redis and the edge hear
+    /// of it before the write is acknowledged.
+    async fn written(&self, id: i64, cached: &Arc<CachedItem>, epoch: u64) {
+        let Some(cache) = &self.cache else { return };
+        cache.publish(id, cached.clone(), epoch).await;
+        if let Some(shared) = cache.shared() {
+            shared.written(cached).await;
+        }
+        if let Some(edge) = cache.edge() {
+            edge.written(id).await;
+        }
+    }
 }
 
 impl Store {
@@ -194,6 +210,18 @@ impl Store {
             )))
     }
 
+    /// Item `id`, read from the primary whatever this replica's cache holds: what an edge cache
+    /// stores on a miss (see `cache::edge`, rule 5).
+    pub async fn get_fresh(&self, id: i64) -> Result<Option<Arc<CachedItem>>, DbErr> {
+        let model = Box::pin(self.read(id)).await?;
+        Ok(model.as_ref().map(CachedItem::from_model))
+    }
+
+    /// Whether answers are for an edge cache in front, and its purger.
+    pub fn edge(&self) -> Option<&EdgePurger> {
+        self.inner.cache.as_ref().and_then(|c| c.edge())
+    }
+
     /// Reads item `id` on the primary, in a batch unless batching is off.
     async fn read(&self, id: i64) -> Result<Option<Model>, DbErr> {
         self.inner.item_reads.get(id).await
@@ -208,12 +236,7 @@ impl Store {
             let epoch = i.cache_epoch();
             let model = i.item_writes.insert(item).await?;
             let cached = CachedItem::from_model(&model);
-            if let Some(cache) = &i.cache {
-                cache.publish(model.id, cached.clone(), epoch).await;
-                if let Some(shared) = cache.shared() {
-                    shared.written(&cached).await;
-                }
-            }
+            i.written(model.id, &cached, epoch).await;
             Ok(cached)
         })
         .await
@@ -241,12 +264,7 @@ impl Store {
             Ok(match i.writes.run(DbOp::Insert, txn).await? {
                 idempotency::Once::Created(model) => {
                     let cached = CachedItem::from_model(&model);
-                    if let Some(cache) = &i.cache {
-                        cache.publish(model.id, cached.clone(), epoch).await;
-                        if let Some(shared) = cache.shared() {
-                            shared.written(&cached).await;
-                        }
-                    }
+                    i.written(model.id, &cached, epoch).await;
                     Ok(cached)
                 }
                 idempotency::Once::Replayed { id, body } => Ok(CachedItem::first_answer(id, body)),
@@ -277,12 +295,7 @@ impl Store {
             Ok(match i.item_writes.update(id, changes, pre).await? {
                 WriteOutcome::Done(model) => {
                     let cached = CachedItem::from_model(&model);
-                    if let Some(cache) = &i.cache {
-                        cache.publish(id, cached.clone(), epoch).await;
-                        if let Some(shared) = cache.shared() {
-                            shared.written(&cached).await;
-                        }
-                    }
+                    i.written(id, &cached, epoch).await;
                     WriteOutcome::Done(cached)
                 }
                 WriteOutcome::NotFound => WriteOutcome::NotFound,
@@ -302,6 +315,9 @@ impl Store {
                 cache.tombstone(id).await;
                 if let Some(shared) = cache.shared() {
                     shared.deleted(id).await;
+                }
+                if let Some(edge) = cache.edge() {
+                    edge.written(id).await;
                 }
             }
             Ok(outcome)

@@ -10,6 +10,7 @@ use sea_orm::DbBackend;
 use super::{FILL_MARGIN, Inner, Store};
 use crate::cache::{
     Coherence, ItemCache,
+    edge::EdgePurger,
     items::Bound,
     metrics::CacheMetrics,
     shared::{self, SharedCache},
@@ -73,18 +74,22 @@ impl Store {
             }
             None => None,
         };
+        let mut tasks = Vec::new();
+        let edge = start_edge(c, &coherence, metrics, &mut tasks)?;
         let cache = (c.capacity > 0).then(|| {
             let m = cache_metrics.clone();
-            let cache = ItemCache::new(bound, c.ttl, c.negative_ttl, m, coherence.clone());
-            match shared {
-                Some(shared) => cache.with_shared(shared),
-                None => cache,
+            let mut cache = ItemCache::new(bound, c.ttl, c.negative_ttl, m, coherence.clone());
+            if let Some(shared) = shared {
+                cache = cache.with_shared(shared);
             }
+            if let Some(edge) = edge {
+                cache = cache.with_edge(edge);
+            }
+            cache
         });
         let listening = sharing == Sharing::Replicated && cache.is_some();
         let standbys =
             Standbys::connect(db_settings, metrics, coherence.clone(), listening).await?;
-        let mut tasks = Vec::new();
         if let Some(s) = &standbys {
             tasks.push(tokio::spawn(s.clone().watch(db.write.clone())));
         }
@@ -199,6 +204,30 @@ async fn wait_for_lease(coherence: &Coherence) {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     tracing::info!("cache coherent across replicas (lease held)");
+}
+
+/// The edge cache's purger and its task, when `--edge-max-age` is set (the settings checked:
+/// an edge without purges, or without the cache whose feed drives them, would go stale).
+fn start_edge(
+    c: &CacheSettings,
+    coherence: &Arc<Coherence>,
+    metrics: &Arc<Metrics>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<Option<EdgePurger>> {
+    let e = &c.edge;
+    e.check().map_err(anyhow::Error::msg)?;
+    let (Some(max_age), Some(url)) = (e.edge_max_age, e.edge_purge_url.clone()) else {
+        return Ok(None);
+    };
+    if c.capacity == 0 {
+        anyhow::bail!(
+            "--edge-max-age needs the cache (--cache-capacity above 0): its feed drives the purges"
+        );
+    }
+    let (edge, task) = EdgePurger::start(e, max_age, url, coherence.clone(), metrics)?;
+    tasks.push(task);
+    tracing::info!(max_age = ?max_age, "edge: answers cacheable by a shared cache in front, purged on every change");
+    Ok(Some(edge))
 }
 
 /// While this replica holds its lease, says so to the fleet's Redis (see `cache::shared`),

@@ -69,17 +69,6 @@ impl Balancer {
 
 impl Drop for Balancer {
     fn drop(&mut self) {
-        // SIGTERM: the master stops its workers (SIGKILL would orphan them).
-        let pid = i32::try_from(self.child.id()).unwrap_or(0);
-        // SAFETY: signalling our own child process by its pid.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        let started = Instant::now();
-        while matches!(self.child.try_wait(), Ok(None)) && started.elapsed() < STATE_WAIT {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        tools::terminate(&mut self.child);
     }
 }

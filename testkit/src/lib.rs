@@ -6,6 +6,7 @@
 //! - `proxy`: a TCP proxy that can silently stop forwarding (a dead network path);
 //! - `balancer`: nginx in front of replicas, on a port of its own;
 //! - `prom`: reading one value out of Prometheus text;
+//! - `varnish`: Varnish with the repository's VCL in front of replicas;
 //! - `tools`: finding outside programs and free ports.
 
 pub mod balancer;
@@ -13,6 +14,7 @@ pub mod cluster;
 pub mod prom;
 pub mod proxy;
 pub mod tools;
+pub mod varnish;
 pub mod wait;
 
 pub use wait::{STATE_WAIT, eventually, within};

@@ -19,3 +19,19 @@ pub fn free_port() -> std::io::Result<u16> {
         .local_addr()?
         .port())
 }
+
+/// Stops a daemon we started: SIGTERM (so a master process stops its workers; SIGKILL would
+/// orphan them), then SIGKILL if it has not exited within `STATE_WAIT`.
+pub fn terminate(child: &mut std::process::Child) {
+    let pid = i32::try_from(child.id()).unwrap_or(0);
+    // SAFETY: signalling our own child process by its pid.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let started = std::time::Instant::now();
+    while matches!(child.try_wait(), Ok(None)) && started.elapsed() < crate::STATE_WAIT {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

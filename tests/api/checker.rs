@@ -92,6 +92,7 @@ pub async fn writer(
     ids: Vec<i64>,
     log: Arc<Mutex<Log>>,
     stop: Arc<AtomicBool>,
+    pause: Duration,
 ) {
     let client = Client::new();
     let mut n = 0usize;
@@ -119,7 +120,7 @@ pub async fn writer(
                 None => log.refused += 1,
             }
         }
-        tokio::time::sleep(Duration::from_millis(3)).await;
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -178,6 +179,9 @@ pub async fn wait_metric(bin: &Binary, name: &str, labels: &[&str], ok: impl Fn(
     .await;
 }
 
+/// The writer's pause between writes in `phase`.
+pub const WRITE_PAUSE: Duration = Duration::from_millis(3);
+
 /// Runs writers and readers for `phase`, calling `during` once they run.
 pub async fn phase<F: Future<Output = ()>>(
     name: &str,
@@ -187,6 +191,19 @@ pub async fn phase<F: Future<Output = ()>>(
     log: &Arc<Mutex<Log>>,
     during: F,
 ) {
+    phase_paced(name, write_to, read_from, ids, log, WRITE_PAUSE, during).await;
+}
+
+/// `phase` with `pause` between writes (a read-mostly mix).
+pub async fn phase_paced<F: Future<Output = ()>>(
+    name: &str,
+    write_to: Vec<String>,
+    read_from: &[String],
+    ids: &[i64],
+    log: &Arc<Mutex<Log>>,
+    pause: Duration,
+    during: F,
+) {
     log.lock().expect("log").phase += 1;
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = vec![tokio::spawn(writer(
@@ -194,6 +211,7 @@ pub async fn phase<F: Future<Output = ()>>(
         ids.to_vec(),
         log.clone(),
         stop.clone(),
+        pause,
     ))];
     for (r, base) in read_from.iter().enumerate() {
         // Readers are numbered as the replicas they read from.

@@ -13,6 +13,7 @@ mod concurrency;
 mod crud;
 mod dashboard;
 mod db_faults;
+mod edge;
 mod errors;
 mod fuzz;
 mod idempotency;
