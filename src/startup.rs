@@ -64,6 +64,7 @@ impl App {
                 replicas: store.sharing() == store::Sharing::Replicated,
                 standbys: store.has_standbys(),
                 redis: store.has_redis(),
+                edge: store.edge().is_some(),
             },
         ));
         let (acceptor, addr) = bind(settings.server.bind).await?;

@@ -83,6 +83,8 @@ pub struct OptionalRows {
     pub standbys: bool,
     /// The cache has a second level in Redis (`--redis-url`).
     pub redis: bool,
+    /// An edge cache in front is purged (`--edge-max-age`).
+    pub edge: bool,
 }
 
 /// What the page asks for: points newer than `since` (unix ms), over the last `range`.
@@ -250,6 +252,7 @@ impl Dashboard {
                 Row::Replicas => self.rows.replicas,
                 Row::Standbys => self.rows.standbys,
                 Row::Redis => self.rows.redis,
+                Row::Edge => self.rows.edge,
                 _ => true,
             })
             .map(|p| panel(p, &h, ring, &points, rate_window.as_secs_f64()))

@@ -289,6 +289,9 @@ pub enum Row {
     /// Shown only with `--redis-url`.
     #[serde(rename = "Redis: the replicas' shared second level")]
     Redis,
+    /// Shown only with `--edge-max-age`.
+    #[serde(rename = "Edge cache: purges")]
+    Edge,
 }
 
 /// One chart.
@@ -651,6 +654,42 @@ pub const PANELS: &[Panel] = &[
         series: &[line(
             "in use",
             Expr::Latest(select(c::CACHE_REDIS_USABLE.name)),
+        )],
+    },
+    Panel {
+        row: Row::Edge,
+        title: "Edge purges by result",
+        unit: Unit::PerSecond,
+        series: &[line(
+            "{}",
+            Expr::Rate(select(c::EDGE_PURGES.name).by(&["result"])),
+        )],
+    },
+    Panel {
+        row: Row::Edge,
+        title: "Edge purge p99 latency",
+        unit: Unit::Seconds,
+        series: &[line(
+            "p99",
+            Expr::Quantile(0.99, select(c::EDGE_PURGE_DURATION.name)),
+        )],
+    },
+    Panel {
+        row: Row::Edge,
+        title: "Writes acknowledged without their purge",
+        unit: Unit::PerSecond,
+        series: &[line(
+            "{}",
+            Expr::Rate(select(c::EDGE_PURGE_WAITS.name).by(&["result"])),
+        )],
+    },
+    Panel {
+        row: Row::Edge,
+        title: "Edge may keep answers (0: purges failing or lease lost)",
+        unit: Unit::Count,
+        series: &[line(
+            "cacheable",
+            Expr::Latest(select(c::EDGE_CACHEABLE.name)),
         )],
     },
 ];

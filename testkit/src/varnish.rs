@@ -76,6 +76,11 @@ impl Varnish {
         }
         backends +=
             "}\nsub data_api_backend {\n    set req.backend_hint = replicas.backend();\n}\n";
+        // varnishd compiles VCL as its unprivileged user: the directory must be readable to it.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
         std::fs::write(dir.path().join("site.vcl"), &backends)?;
         // The same site, refusing purges from here, for `load_refusing_vcl`.
         let refusing = backends.replace(&purgers(PURGERS), &purgers(NOBODY_HERE));

@@ -4,7 +4,7 @@ prometheus.yml (only the targets rewritten) and rules, a short goose load during
 request rate and p99 are compared with Prometheus' over the same window, then every panel query of
 the Grafana dashboard (template variables substituted) and every recording rule must return data.
 Usage: e2e.py DATA_API_BIN LOADTESTS_BIN"""
-import json, os, shutil, socket, subprocess, sys, tempfile, time, urllib.parse, urllib.request
+import http.server, json, os, shutil, socket, subprocess, sys, tempfile, threading, time, urllib.parse, urllib.request
 
 bin_api, bin_load = sys.argv[1], sys.argv[2]
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -44,9 +44,19 @@ try:
     db = f"sqlite://{work}/e2e.db?mode=rwc"
     subprocess.run([bin_api, "seed", "--database-url", db, "--items", "2000", "--quiet"], check=True, stdout=subprocess.DEVNULL)
     redis_flags = ["--redis-url", redis_url, "--redis-prefix", redis_prefix] if redis_url else []
+    # Edge mode, purging a stand-in that accepts every purge (tests/api/edge.rs runs Varnish),
+    # so the Edge panels are queried against real series.
+    class Purges(http.server.BaseHTTPRequestHandler):
+        def do_PURGE(self):
+            self.send_response(200); self.end_headers()
+        def log_message(self, *args):
+            pass
+    purge_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Purges)
+    threading.Thread(target=purge_server.serve_forever, daemon=True).start()
+    edge_flags = ["--edge-max-age", "60s", "--edge-purge-url", f"http://127.0.0.1:{purge_server.server_address[1]}/"]
     if not redis_url:
         print("SKIPPED the Redis panels: no TEST_REDIS_URL")
-    procs.append(subprocess.Popen([bin_api, "--database-url", db, "--bind", f"127.0.0.1:{api}", "--access-log", "false", *redis_flags],
+    procs.append(subprocess.Popen([bin_api, "--database-url", db, "--bind", f"127.0.0.1:{api}", "--access-log", "false", *redis_flags, *edge_flags],
                                   stdout=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"}))
     wait("the service", lambda: "ok" in get(f"http://127.0.0.1:{api}/health/ready"))
 
