@@ -13,6 +13,8 @@
 //!    feed delivers (its own, other replicas', psql's, `seed`'s), batched, so the edge hears of
 //!    a change whoever made it, and again after a writer's own purge (an edge fill that read
 //!    the row just before the commit and landed just after the first purge is dropped then).
+//!    A single instance (SQLite, `--single-instance`) has no feed: it purges its own writes a
+//!    second time itself.
 //! 4. **No purges, no cacheability.** While a purge has failed and not yet been retried with
 //!    success, or the feed's lease is lost (the replica may be missing changes), answers tell
 //!    the edge `no-store`, so what it keeps is at most `--edge-max-age` old. Losing the lease
@@ -151,6 +153,9 @@ struct Inner {
     /// `max-age=N` for `Surrogate-Control` and `CDN-Cache-Control`.
     max_age: String,
     wait: Duration,
+    /// No feed brings this replica's own writes back (single instance): each is purged a
+    /// second time after its first purge, as the feed would (rule 3).
+    repurge_own: bool,
     m: Measures,
 }
 
@@ -162,6 +167,7 @@ impl EdgePurger {
         max_age: Duration,
         url: String,
         coherence: Arc<Coherence>,
+        single_instance: bool,
         metrics: &Metrics,
     ) -> anyhow::Result<(Self, tokio::task::JoinHandle<()>)> {
         let (jobs, rx) = mpsc::unbounded_channel();
@@ -172,6 +178,7 @@ impl EdgePurger {
             coherence,
             max_age: format!("max-age={}", max_age.as_secs()),
             wait: settings.edge_purge_timeout,
+            repurge_own: single_instance,
             m: Measures::new(metrics),
         });
         let target = Target {
@@ -221,6 +228,9 @@ impl EdgePurger {
             Waited::GaveUp
         };
         self.inner.m.waits[waited as usize].increment(1);
+        if self.inner.repurge_own {
+            self.heard(id);
+        }
     }
 
     /// The feed had a gap or lost its lease (rule 4): everything is purged now, and again once

@@ -75,7 +75,8 @@ impl Store {
             None => None,
         };
         let mut tasks = Vec::new();
-        let edge = start_edge(c, &coherence, metrics, &mut tasks)?;
+        let single = sharing == Sharing::SingleInstance;
+        let edge = start_edge(c, &coherence, single, metrics, &mut tasks)?;
         let cache = (c.capacity > 0).then(|| {
             let m = cache_metrics.clone();
             let mut cache = ItemCache::new(bound, c.ttl, c.negative_ttl, m, coherence.clone());
@@ -211,6 +212,7 @@ async fn wait_for_lease(coherence: &Coherence) {
 fn start_edge(
     c: &CacheSettings,
     coherence: &Arc<Coherence>,
+    single_instance: bool,
     metrics: &Arc<Metrics>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<Option<EdgePurger>> {
@@ -224,7 +226,8 @@ fn start_edge(
             "--edge-max-age needs the cache (--cache-capacity above 0): its feed drives the purges"
         );
     }
-    let (edge, task) = EdgePurger::start(e, max_age, url, coherence.clone(), metrics)?;
+    let (edge, task) =
+        EdgePurger::start(e, max_age, url, coherence.clone(), single_instance, metrics)?;
     tasks.push(task);
     tracing::info!(max_age = ?max_age, "edge: answers cacheable by a shared cache in front, purged on every change");
     Ok(Some(edge))
