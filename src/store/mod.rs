@@ -23,6 +23,8 @@ use crate::cache::{
     shared::Lookup as SharedLookup,
 };
 pub use crate::db::DbFailure;
+/// Every statement on the tables, named, with samples (for the plan test).
+pub use crate::db::sql::catalog as statements;
 pub use crate::db::sql::items::{Changes, NewItem, Precondition, WriteOutcome};
 use crate::db::{
     Db, Model,

@@ -23,6 +23,7 @@ mod list;
 mod metrics;
 mod openapi;
 mod overload;
+mod plans;
 mod production;
 mod redis;
 mod replicas;

@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, TransactionTrait, sea_query::OnConflict,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, DeleteMany,
+    EntityTrait, Insert, QueryFilter, Select, TransactionTrait, UpdateMany, sea_query::OnConflict,
 };
 
 use super::items::{self, NewItem, now};
@@ -60,31 +60,11 @@ pub async fn create_once(
     // Stored as its bit pattern: the column is a signed 64-bit integer.
     let fingerprint = i64::from_ne_bytes(fingerprint.to_ne_bytes());
     let txn = db.begin().await?;
-    let at = now();
-    let row = ActiveModel {
-        key: Set(key.clone()),
-        fingerprint: Set(fingerprint),
-        item_id: Set(None),
-        body: Set(None),
-        created_at: Set(at),
-    };
-    // A live key stays (on PostgreSQL this waits for a concurrent first request to finish); an
-    // expired one is taken over.
-    let claim = OnConflict::column(Column::Key)
-        .update_columns([
-            Column::Fingerprint,
-            Column::ItemId,
-            Column::Body,
-            Column::CreatedAt,
-        ])
-        .action_and_where(Column::CreatedAt.lt(cutoff(at, ttl)))
-        .to_owned();
-    let claimed = Entity::insert(row)
-        .on_conflict(claim)
+    let claimed = claim_query(key.clone(), fingerprint, now(), ttl)
         .exec_without_returning(&txn)
         .await?;
     if claimed == 0 {
-        let first = Entity::find_by_id(key).one(&txn).await?;
+        let first = find_query(key).one(&txn).await?;
         txn.commit().await?;
         return Ok(match first {
             Some(k) if k.fingerprint == fingerprint => match (k.item_id, k.body) {
@@ -95,23 +75,62 @@ pub async fn create_once(
         });
     }
     let model = items::insert(&txn, item).await?;
-    Entity::update_many()
-        .col_expr(Column::ItemId, model.id.into())
-        .col_expr(Column::Body, answer(&model).into())
-        .filter(Column::Key.eq(key))
+    answer_query(key, model.id, answer(&model))
         .exec(&txn)
         .await?;
     txn.commit().await?;
     Ok(Once::Created(model))
 }
 
+/// `create_once`'s claim of `key` at `at`: a live key (younger than `ttl`) stays (on PostgreSQL
+/// this waits for a concurrent first request to finish); an expired one is taken over.
+pub fn claim_query(
+    key: String,
+    fingerprint: i64,
+    at: DateTime<Utc>,
+    ttl: std::time::Duration,
+) -> Insert<ActiveModel> {
+    let row = ActiveModel {
+        key: Set(key),
+        fingerprint: Set(fingerprint),
+        item_id: Set(None),
+        body: Set(None),
+        created_at: Set(at),
+    };
+    let claim = OnConflict::column(Column::Key)
+        .update_columns([
+            Column::Fingerprint,
+            Column::ItemId,
+            Column::Body,
+            Column::CreatedAt,
+        ])
+        .action_and_where(Column::CreatedAt.lt(cutoff(at, ttl)))
+        .to_owned();
+    Entity::insert(row).on_conflict(claim)
+}
+
+/// `create_once`'s look-up of the first request's answer.
+pub fn find_query(key: String) -> Select<Entity> {
+    Entity::find_by_id(key)
+}
+
+/// `create_once`'s record of the answer under `key`.
+pub fn answer_query(key: String, item_id: i64, body: String) -> UpdateMany<Entity> {
+    Entity::update_many()
+        .col_expr(Column::ItemId, item_id.into())
+        .col_expr(Column::Body, body.into())
+        .filter(Column::Key.eq(key))
+}
+
 /// Deletes keys older than `ttl`; returns how many.
 pub async fn purge(db: &impl ConnectionTrait, ttl: std::time::Duration) -> Result<u64, DbErr> {
-    let result = Entity::delete_many()
-        .filter(Column::CreatedAt.lt(cutoff(now(), ttl)))
-        .exec(db)
-        .await?;
+    let result = purge_query(now(), ttl).exec(db).await?;
     Ok(result.rows_affected)
+}
+
+/// `purge`'s statement: keys expired at `at`.
+pub fn purge_query(at: DateTime<Utc>, ttl: std::time::Duration) -> DeleteMany<Entity> {
+    Entity::delete_many().filter(Column::CreatedAt.lt(cutoff(at, ttl)))
 }
 
 /// The oldest creation time still live at `at`.

@@ -4,8 +4,9 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, DeleteMany, EntityTrait, Insert,
+    InsertMany, QueryFilter, QueryOrder, QuerySelect, Select, Statement, TransactionTrait,
+    UpdateMany,
     sea_query::{Expr, ExprTrait},
 };
 use serde_json::Value;
@@ -77,11 +78,20 @@ pub fn now() -> DateTime<Utc> {
 }
 
 pub async fn get(db: &impl ConnectionTrait, id: i64) -> Result<Option<Model>, DbErr> {
-    Entity::find_by_id(id).one(db).await
+    get_query(id).one(db).await
+}
+
+/// `get`'s statement.
+pub fn get_query(id: i64) -> Select<Entity> {
+    Entity::find_by_id(id)
 }
 
 pub async fn insert(db: &impl ConnectionTrait, item: NewItem) -> Result<Model, DbErr> {
-    let at = now();
+    insert_query(item, now()).exec_with_returning(db).await
+}
+
+/// `insert`'s statement: `item` at version 1, created and updated `at`.
+pub fn insert_query(item: NewItem, at: DateTime<Utc>) -> Insert<ActiveModel> {
     let row = ActiveModel {
         id: NotSet,
         name: Set(item.name),
@@ -91,7 +101,7 @@ pub async fn insert(db: &impl ConnectionTrait, item: NewItem) -> Result<Model, D
         created_at: Set(at),
         updated_at: Set(at),
     };
-    Entity::insert(row).exec_with_returning(db).await
+    Entity::insert(row)
 }
 
 /// Applies `changes` (all fields for a replace) and bumps the version, if `pre` holds.
@@ -101,9 +111,23 @@ pub async fn update(
     changes: Changes,
     pre: &Precondition,
 ) -> Result<WriteOutcome<Model>, DbErr> {
+    let q = update_query(id, changes, pre, now());
+    match q.exec_with_returning(db).await?.into_iter().next() {
+        Some(model) => Ok(WriteOutcome::Done(model)),
+        None => why_not_written(db, id).await,
+    }
+}
+
+/// `update`'s statement.
+pub fn update_query(
+    id: i64,
+    changes: Changes,
+    pre: &Precondition,
+    at: DateTime<Utc>,
+) -> UpdateMany<Entity> {
     let mut q = Entity::update_many()
         .col_expr(Column::Version, Expr::col(Column::Version).add(1))
-        .col_expr(Column::UpdatedAt, Expr::value(now()));
+        .col_expr(Column::UpdatedAt, Expr::value(at));
     if let Some(name) = changes.name {
         q = q.col_expr(Column::Name, Expr::value(name));
     }
@@ -113,11 +137,7 @@ pub async fn update(
     if let Some(payload) = changes.payload {
         q = q.col_expr(Column::Payload, Expr::value(payload));
     }
-    let q = with_precondition(q.filter(Column::Id.eq(id)), pre);
-    match q.exec_with_returning(db).await?.into_iter().next() {
-        Some(model) => Ok(WriteOutcome::Done(model)),
-        None => why_not_written(db, id).await,
-    }
+    with_precondition(q.filter(Column::Id.eq(id)), pre)
 }
 
 /// Several unconditional updates as one statement (PostgreSQL): each row gets its `changes` and
@@ -144,6 +164,12 @@ pub async fn update_many(
     db: &impl ConnectionTrait,
     updates: &[(i64, &Changes)],
 ) -> Result<Vec<Model>, DbErr> {
+    let stmt = update_many_statement(updates, now());
+    Entity::find().from_raw_sql(stmt).all(db).await
+}
+
+/// `update_many`'s statement.
+pub fn update_many_statement(updates: &[(i64, &Changes)], at: DateTime<Utc>) -> Statement {
     let rows: Vec<Value> = updates
         .iter()
         .map(|(id, c)| {
@@ -155,12 +181,11 @@ pub async fn update_many(
             })
         })
         .collect();
-    let stmt = sea_orm::Statement::from_sql_and_values(
+    Statement::from_sql_and_values(
         sea_orm::DbBackend::Postgres,
         UPDATE_MANY,
-        [Value::Array(rows).into(), now().into()],
-    );
-    Entity::find().from_raw_sql(stmt).all(db).await
+        [Value::Array(rows).into(), at.into()],
+    )
 }
 
 pub async fn delete(
@@ -168,12 +193,16 @@ pub async fn delete(
     id: i64,
     pre: &Precondition,
 ) -> Result<WriteOutcome<()>, DbErr> {
-    let q = with_precondition(Entity::delete_many().filter(Column::Id.eq(id)), pre);
-    if q.exec(db).await?.rows_affected > 0 {
+    if delete_query(id, pre).exec(db).await?.rows_affected > 0 {
         Ok(WriteOutcome::Done(()))
     } else {
         why_not_written(db, id).await
     }
+}
+
+/// `delete`'s statement.
+pub fn delete_query(id: i64, pre: &Precondition) -> DeleteMany<Entity> {
+    with_precondition(Entity::delete_many().filter(Column::Id.eq(id)), pre)
 }
 
 /// `q` restricted to the versions `pre` accepts (`*` needs no filter: the id filter already
@@ -193,9 +222,7 @@ fn with_precondition<Q: QueryFilter>(q: Q, pre: &Precondition) -> Q {
 
 /// After a write touched no row: was the item missing, or did its version fail the precondition?
 async fn why_not_written<T>(db: &impl ConnectionTrait, id: i64) -> Result<WriteOutcome<T>, DbErr> {
-    let exists = Entity::find_by_id(id)
-        .select_only()
-        .column(Column::Id)
+    let exists = exists_query(id)
         .into_tuple::<i64>()
         .one(db)
         .await?
@@ -207,6 +234,11 @@ async fn why_not_written<T>(db: &impl ConnectionTrait, id: i64) -> Result<WriteO
     })
 }
 
+/// `why_not_written`'s statement: the id, if the row exists.
+pub fn exists_query(id: i64) -> Select<Entity> {
+    Entity::find_by_id(id).select_only().column(Column::Id)
+}
+
 /// One page in ascending id order: ids greater than `after`, optionally only items updated at or
 /// after `since`. Fetches one row more than `limit` to know whether another page follows.
 pub async fn list_page(
@@ -215,14 +247,7 @@ pub async fn list_page(
     since: Option<DateTime<Utc>>,
     limit: u64,
 ) -> Result<(Vec<Model>, Option<i64>), DbErr> {
-    let mut q = Entity::find().order_by_asc(Column::Id).limit(limit + 1);
-    if let Some(after) = after {
-        q = q.filter(Column::Id.gt(after));
-    }
-    if let Some(since) = since {
-        q = q.filter(Column::UpdatedAt.gte(since));
-    }
-    let mut rows = q.all(db).await?;
+    let mut rows = list_query(after, since, limit).all(db).await?;
     let next = if rows.len() as u64 > limit {
         rows.truncate(limit as usize);
         rows.last().map(|m| m.id)
@@ -232,13 +257,34 @@ pub async fn list_page(
     Ok((rows, next))
 }
 
+/// `list_page`'s statement: `limit + 1` rows.
+pub fn list_query(after: Option<i64>, since: Option<DateTime<Utc>>, limit: u64) -> Select<Entity> {
+    let mut q = Entity::find().order_by_asc(Column::Id).limit(limit + 1);
+    if let Some(after) = after {
+        q = q.filter(Column::Id.gt(after));
+    }
+    if let Some(since) = since {
+        q = q.filter(Column::UpdatedAt.gte(since));
+    }
+    q
+}
+
 /// Inserts `count` synthetic items in one transaction; returns their ids.
 pub async fn seed_batch(
     db: &DatabaseConnection,
     start: u64,
     count: u64,
 ) -> Result<Vec<i64>, DbErr> {
-    let at = now();
+    let txn = db.begin().await?;
+    let ids = seed_query(start, count, now())
+        .exec_with_returning_keys(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(ids)
+}
+
+/// `seed_batch`'s statement.
+pub fn seed_query(start: u64, count: u64, at: DateTime<Utc>) -> InsertMany<ActiveModel> {
     let rows = (start..start + count).map(|n| ActiveModel {
         id: NotSet,
         name: Set(format!("item-{n}")),
@@ -252,22 +298,22 @@ pub async fn seed_batch(
         created_at: Set(at),
         updated_at: Set(at),
     });
-    let txn = db.begin().await?;
-    let ids = Entity::insert_many(rows)
-        .exec_with_returning_keys(&txn)
-        .await?;
-    txn.commit().await?;
-    Ok(ids)
+    Entity::insert_many(rows)
 }
 
 /// The items with these ids (ascending, distinct), in id order.
 pub async fn get_many(db: &DatabaseConnection, ids: Vec<i64>) -> Result<Vec<Model>, DbErr> {
-    let mut rows = match ids.as_slice() {
-        [id] => Entity::find_by_id(*id).all(db).await?,
-        _ => Entity::find().filter(Column::Id.is_in(ids)).all(db).await?,
-    };
+    let mut rows = get_many_query(ids).all(db).await?;
     rows.sort_unstable_by_key(|r| r.id);
     Ok(rows)
+}
+
+/// `get_many`'s statement: one id is a primary-key look-up, several an `IN` list.
+pub fn get_many_query(ids: Vec<i64>) -> Select<Entity> {
+    match ids.as_slice() {
+        [id] => Entity::find_by_id(*id),
+        _ => Entity::find().filter(Column::Id.is_in(ids)),
+    }
 }
 
 #[cfg(test)]
