@@ -202,10 +202,7 @@ impl EdgePurger {
     }
 
     fn cacheable(&self) -> bool {
-        let i = &self.inner;
-        !i.failing.load(Ordering::Relaxed)
-            && !i.owes_full_purge.load(Ordering::Relaxed)
-            && i.coherence.now().serving()
+        self.inner.cacheable()
     }
 
     /// A change to item `id` committed (rule 3): purged in the next batch.
@@ -245,6 +242,16 @@ impl EdgePurger {
         // The task lives as long as the process; a send after it ended only loses a purge
         // nobody can take any more.
         let _ = self.inner.jobs.send(Job { keys, done });
+    }
+}
+
+impl Inner {
+    /// Rule 4: answers are cacheable while no purge is outstanding, no full purge is owed and
+    /// the lease is held.
+    fn cacheable(&self) -> bool {
+        !self.failing.load(Ordering::Relaxed)
+            && !self.owes_full_purge.load(Ordering::Relaxed)
+            && self.coherence.now().serving()
     }
 }
 
@@ -325,7 +332,9 @@ async fn run(inner: Arc<Inner>, target: Target, mut rx: mpsc::UnboundedReceiver<
             }
         }
         let lease = inner.coherence.now().serving();
-        if lease && pending.is_empty() && inner.owes_full_purge.load(Ordering::Relaxed) {
+        // Owed since the lease was lost: joins the next batch once the lease is back, however
+        // busy the purger is (it sorts first, so a batch always takes it).
+        if lease && inner.owes_full_purge.load(Ordering::Relaxed) {
             pending.insert(SERVICE_KEY.to_owned());
         }
         if pending.is_empty() {
@@ -338,8 +347,11 @@ async fn run(inner: Arc<Inner>, target: Target, mut rx: mpsc::UnboundedReceiver<
         inner.m.duration.record(started.elapsed().as_secs_f64());
         inner.m.purges[if ok { Purged::Ok } else { Purged::Failed } as usize].increment(1);
         let all_sent = batch.len() == pending.len();
-        for w in waiters.drain(..).filter(|_| all_sent || !ok) {
-            let _ = w.send(ok);
+        // Writers wait until all their keys went out (or the call failed).
+        if all_sent || !ok {
+            for w in waiters.drain(..) {
+                let _ = w.send(ok);
+            }
         }
         if ok {
             inner.m.keys.increment(batch.len() as u64);
@@ -355,10 +367,10 @@ async fn run(inner: Arc<Inner>, target: Target, mut rx: mpsc::UnboundedReceiver<
             inner.failing.store(true, Ordering::Relaxed);
             retry = (retry * 2).min(RETRY_MAX);
         }
-        let cacheable = !inner.failing.load(Ordering::Relaxed)
-            && !inner.owes_full_purge.load(Ordering::Relaxed)
-            && lease;
-        inner.m.cacheable.set(if cacheable { 1.0 } else { 0.0 });
+        inner
+            .m
+            .cacheable
+            .set(if inner.cacheable() { 1.0 } else { 0.0 });
     }
 }
 
